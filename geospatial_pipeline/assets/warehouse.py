@@ -1,0 +1,136 @@
+"""Warehouse: one scene-metadata row per item x AOI, replaced per partition."""
+
+
+from collections import defaultdict
+from typing import Any
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    DailyPartitionsDefinition,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from geospatial_pipeline.assets.ingest import (
+    BAND_RASTERS,
+    STAC_ITEMS,
+    load_day_items,
+    load_manifest,
+)
+from geospatial_pipeline.assets.preview import markdown_table
+from geospatial_pipeline.layout import raw_prefix
+from geospatial_pipeline.partitions import partition_day
+from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
+from geospatial_pipeline.resources.storage import ObjectStoreResource
+from geospatial_pipeline.resources.warehouse import WarehouseResource
+from geospatial_pipeline.stac.models import validate_item
+from geospatial_pipeline.warehouse.scene_rows import scene_rows
+from geospatial_pipeline.warehouse.tables import SCENE_METADATA
+
+SCENE_METADATA_KEY = AssetKey("scene_metadata")
+
+
+def build_warehouse_assets(
+    partitions: DailyPartitionsDefinition, warehouse_kind: str
+) -> list[AssetsDefinition]:
+    @asset(
+        key=SCENE_METADATA_KEY,
+        partitions_def=partitions,
+        deps=[STAC_ITEMS, BAND_RASTERS],
+        group_name="warehouse",
+        kinds={warehouse_kind, "table"},
+        description=(
+            "One row per scene x AOI: acquisition, tile, cloud cover, processing baseline, "
+            "BOA-offset flag, footprint, band objects with sizes and checksums, and the full "
+            "STAC properties. Re-running a partition replaces its rows."
+        ),
+        check_specs=[
+            AssetCheckSpec(
+                "objects_match_rows",
+                asset=SCENE_METADATA_KEY,
+                blocking=True,
+                description=(
+                    "Every band object under the partition's prefix has its metadata row and "
+                    "every row's objects exist with the recorded size."
+                ),
+            )
+        ],
+    )
+    def scene_metadata(
+        context: AssetExecutionContext,
+        stac: StacSearchResource,
+        scope: ScopeResource,
+        object_store: ObjectStoreResource,
+        warehouse: WarehouseResource,
+    ) -> MaterializeResult:
+        day = partition_day(context.partition_key)
+        found = load_day_items(object_store, stac.collection, context.partition_key)
+        manifest = load_manifest(object_store, stac.collection, context.partition_key)
+        objects: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        for entry in manifest["objects"]:
+            if entry["key"]:
+                objects[(entry["item_id"], entry["aoi"])].append(entry)
+        scenes = {raw["id"]: (raw, validate_item(raw, scope.bands)) for raw in found.items}
+        rows = scene_rows(day, found.by_aoi, scenes, objects)
+        written = warehouse.replace_partition(SCENE_METADATA, day, rows)
+
+        # Check against what is really stored, not against what this step believes it wrote.
+        stored_rows = warehouse.fetch_partition(SCENE_METADATA, day)
+        row_objects = {
+            obj["key"]: obj["bytes"] for row in stored_rows for obj in row["band_objects"]
+        }
+        store = object_store.store()
+        actual = {o.key: o.size for o in store.list(raw_prefix(stac.collection, day))}
+        orphans = sorted(set(actual) - set(row_objects))
+        missing = sorted(set(row_objects) - set(actual))
+        size_mismatch = sorted(
+            k for k in set(actual) & set(row_objects) if actual[k] != row_objects[k]
+        )
+        passed = not (orphans or missing or size_mismatch)
+        return MaterializeResult(
+            metadata={
+                "rows": written,
+                "rows_in_partition": len(stored_rows),
+                "table": SCENE_METADATA.name,
+                "warehouse": warehouse.describe(),
+                "band_objects": len(row_objects),
+                "band_bytes": sum(row_objects.values()),
+                "preview": MetadataValue.md(
+                    markdown_table(
+                        [
+                            {
+                                "item_id": r["item_id"],
+                                "aoi": r["aoi"],
+                                "tile": r["mgrs_tile"],
+                                "cloud_cover": r["cloud_cover"],
+                                "baseline": r["processing_baseline"],
+                                "objects": r["object_count"],
+                            }
+                            for r in rows
+                        ]
+                    )
+                ),
+            },
+            check_results=[
+                AssetCheckResult(
+                    check_name="objects_match_rows",
+                    passed=passed,
+                    severity=AssetCheckSeverity.ERROR,
+                    metadata={
+                        "objects": len(actual),
+                        "row_objects": len(row_objects),
+                        "objects_without_row": MetadataValue.json(orphans[:50]),
+                        "rows_without_object": MetadataValue.json(missing[:50]),
+                        "size_mismatch": MetadataValue.json(size_mismatch[:50]),
+                    },
+                )
+            ],
+        )
+
+    return [scene_metadata]

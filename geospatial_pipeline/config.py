@@ -1,0 +1,295 @@
+"""Pipeline configuration: one YAML file, validated by pydantic before anything runs.
+
+The file's path comes from ``GEOSPATIAL_PIPELINE_CONFIG``; without it the packaged
+``default_config.yaml`` is used. Secrets never live in the file: they are read from the
+environment (``SNOWFLAKE_PASSWORD``; AWS credentials through the usual AWS chain).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from shapely.geometry import box, mapping, shape
+from shapely.geometry.base import BaseGeometry
+from shapely.validation import explain_validity
+
+from geospatial_pipeline.errors import ConfigError
+
+CONFIG_ENV_VAR = "GEOSPATIAL_PIPELINE_CONFIG"
+SNOWFLAKE_PASSWORD_ENV_VAR = "SNOWFLAKE_PASSWORD"  # noqa: S105 - the variable's name, not a secret
+EARTH_SEARCH_V1 = "https://earth-search.aws.element84.com/v1"
+
+# Data asset keys per known collection (Earth Search v1). Unknown collections accept any
+# band name here; the search then checks the collection's `item_assets`.
+KNOWN_COLLECTION_BANDS: dict[str, frozenset[str]] = {
+    "sentinel-2-l2a": frozenset(
+        {
+            "coastal",
+            "blue",
+            "green",
+            "red",
+            "rededge1",
+            "rededge2",
+            "rededge3",
+            "nir",
+            "nir08",
+            "nir09",
+            "swir16",
+            "swir22",
+            "scl",
+            "aot",
+            "wvp",
+            "visual",
+            "cloud",
+            "snow",
+        }
+    ),
+}
+DEFAULT_BANDS = ("red", "green", "blue", "nir", "scl")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StacConfig(_Strict):
+    api_url: str = EARTH_SEARCH_V1
+    collection: str = "sentinel-2-l2a"
+    max_cloud_cover: float = Field(default=100.0, ge=0.0, le=100.0)
+    max_items_per_day: int = Field(default=200, ge=1, le=10_000)
+    page_size: int = Field(default=100, ge=1, le=10_000)
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=5, ge=0, le=20)
+
+    @field_validator("api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+
+def _check_geometry(geom: BaseGeometry) -> BaseGeometry:
+    if geom.is_empty:
+        raise ValueError("geometry is empty")
+    minx, miny, maxx, maxy = geom.bounds
+    if not (-180.0 <= minx <= 180.0 and -180.0 <= maxx <= 180.0):
+        raise ValueError(f"longitude out of range [-180, 180]: bounds {geom.bounds}")
+    if not (-90.0 <= miny <= 90.0 and -90.0 <= maxy <= 90.0):
+        raise ValueError(f"latitude out of range [-90, 90]: bounds {geom.bounds}")
+    if not geom.is_valid:
+        raise ValueError(f"geometry is invalid ({explain_validity(geom)})")
+    if geom.area == 0:
+        raise ValueError("geometry has zero area")
+    return geom
+
+
+class AoiConfig(_Strict):
+    """A named area of interest, as a GeoJSON Polygon/MultiPolygon or a bbox, in EPSG:4326."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    geometry: dict[str, Any] | None = None
+    bbox: tuple[float, float, float, float] | None = None
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> AoiConfig:
+        if (self.geometry is None) == (self.bbox is None):
+            raise ValueError("give exactly one of 'geometry' or 'bbox'")
+        if self.bbox is not None:
+            minx, miny, maxx, maxy = self.bbox
+            if minx >= maxx or miny >= maxy:
+                raise ValueError(
+                    f"bbox is inverted or empty: {list(self.bbox)} "
+                    "(expected [min_lon, min_lat, max_lon, max_lat])"
+                )
+            _check_geometry(box(*self.bbox))
+        else:
+            assert self.geometry is not None
+            gtype = self.geometry.get("type")
+            if gtype not in ("Polygon", "MultiPolygon"):
+                raise ValueError(f"geometry type must be Polygon or MultiPolygon, got {gtype!r}")
+            try:
+                geom = shape(self.geometry)
+            except Exception as exc:
+                raise ValueError(f"geometry is not valid GeoJSON: {exc}") from exc
+            _check_geometry(geom)
+        return self
+
+    @property
+    def shape(self) -> BaseGeometry:
+        if self.bbox is not None:
+            return box(*self.bbox)
+        return shape(self.geometry)
+
+    @property
+    def geojson(self) -> dict[str, Any]:
+        return dict(mapping(self.shape))
+
+
+class PartitionsConfig(_Strict):
+    start_date: dt.date
+
+    @field_validator("start_date")
+    @classmethod
+    def _not_future(cls, value: dt.date) -> dt.date:
+        today = dt.datetime.now(dt.UTC).date()
+        if value > today:
+            raise ValueError(f"start date {value} is in the future (today is {today} UTC)")
+        return value
+
+
+class StorageConfig(_Strict):
+    url: str
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if "://" in value and not value.startswith(("s3://", "file://")):
+            raise ValueError(f"unsupported scheme in {value!r}: use s3://bucket/prefix or a path")
+        if value.startswith("s3://") and not value[5:].split("/", 1)[0]:
+            raise ValueError("s3 url has no bucket: expected s3://bucket/prefix")
+        return value.rstrip("/") if value not in ("/", "s3://") else value
+
+    @property
+    def is_s3(self) -> bool:
+        return self.url.startswith("s3://")
+
+
+class DuckDBWarehouseConfig(_Strict):
+    kind: Literal["duckdb"]
+    path: str
+
+
+class SnowflakeWarehouseConfig(_Strict):
+    kind: Literal["snowflake"]
+    account: str
+    user: str
+    database: str
+    schema_name: str = Field(alias="schema")
+    warehouse: str
+    role: str | None = None
+    password_env_var: str = SNOWFLAKE_PASSWORD_ENV_VAR
+
+
+WarehouseConfig = Annotated[
+    DuckDBWarehouseConfig | SnowflakeWarehouseConfig, Field(discriminator="kind")
+]
+
+
+class PipelineConfig(_Strict):
+    stac: StacConfig = StacConfig()
+    aois: list[AoiConfig] = Field(min_length=1)
+    bands: list[str] = Field(default_factory=lambda: list(DEFAULT_BANDS), min_length=1)
+    partitions: PartitionsConfig
+    storage: StorageConfig
+    warehouse: WarehouseConfig
+
+    @field_validator("aois")
+    @classmethod
+    def _unique_names(cls, aois: list[AoiConfig]) -> list[AoiConfig]:
+        seen: set[str] = set()
+        for aoi in aois:
+            if aoi.name in seen:
+                raise ValueError(f"duplicate AOI name {aoi.name!r}")
+            seen.add(aoi.name)
+        return aois
+
+    @model_validator(mode="after")
+    def _bands_exist(self) -> PipelineConfig:
+        if len(set(self.bands)) != len(self.bands):
+            raise ValueError("bands: duplicate band names")
+        known = KNOWN_COLLECTION_BANDS.get(self.stac.collection)
+        if known is not None:
+            unknown = sorted(set(self.bands) - known)
+            if unknown:
+                raise ValueError(
+                    f"bands: unknown band(s) {unknown} for collection {self.stac.collection!r}; "
+                    f"known: {sorted(known)}"
+                )
+        return self
+
+    def aoi(self, name: str) -> AoiConfig:
+        for aoi in self.aois:
+            if aoi.name == name:
+                return aoi
+        raise KeyError(name)
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid pipeline configuration in {source}:"]
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        # Whole-document checks name their field at the start of the message themselves.
+        lines.append(f"  {loc}: {msg}" if loc else f"  {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "<config>") -> PipelineConfig:
+    """Validate a parsed YAML/JSON document; raise ConfigError naming every bad field."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid pipeline configuration in {source}: expected a mapping")
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> PipelineConfig:
+    """Load the configuration from ``path``, ``$GEOSPATIAL_PIPELINE_CONFIG`` or the default."""
+    chosen = path or os.environ.get(CONFIG_ENV_VAR)
+    if chosen:
+        source = str(chosen)
+        try:
+            text = Path(chosen).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read pipeline configuration {source}: {exc}") from None
+    else:
+        source = "default_config.yaml"
+        text = resources.files("geospatial_pipeline").joinpath(source).read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"pipeline configuration {source} is not valid YAML: {exc}") from None
+    return parse_config(data, source)
+
+
+def require_secrets(config: PipelineConfig, environ: dict[str, str] | None = None) -> None:
+    """Fail early, naming the variable, when a secret the configuration needs is unset."""
+    env = os.environ if environ is None else environ
+    wh = config.warehouse
+    if isinstance(wh, SnowflakeWarehouseConfig) and not env.get(wh.password_env_var):
+        raise ConfigError(
+            f"warehouse.password_env_var: environment variable {wh.password_env_var} is not set "
+            "(the Snowflake password is read from the environment, never from the file)"
+        )
+
+
+def config_summary(config: PipelineConfig) -> str:
+    """A secret-free one-line description for logs and metadata."""
+    return json.dumps(
+        {
+            "stac": config.stac.api_url,
+            "collection": config.stac.collection,
+            "aois": [a.name for a in config.aois],
+            "bands": config.bands,
+            "storage": config.storage.url,
+            "warehouse": config.warehouse.kind,
+        }
+    )

@@ -1,0 +1,33 @@
+"""Assemble the code location: ``defs`` is what Dagster loads."""
+
+from __future__ import annotations
+
+from dagster import AssetsDefinition, Definitions, define_asset_job
+
+from geospatial_pipeline.assets.ingest import build_ingest_assets
+from geospatial_pipeline.assets.warehouse import build_warehouse_assets
+from geospatial_pipeline.config import PipelineConfig, load_config
+from geospatial_pipeline.partitions import daily_partitions
+from geospatial_pipeline.resources import build_resources
+
+
+def build_assets(config: PipelineConfig) -> list[AssetsDefinition]:
+    partitions = daily_partitions(config.partitions.start_date)
+    return [
+        *build_ingest_assets(partitions, "s3" if config.storage.is_s3 else "filesystem"),
+        *build_warehouse_assets(partitions, config.warehouse.kind),
+    ]
+
+
+def build_defs(config: PipelineConfig) -> Definitions:
+    assets = build_assets(config)
+    ingest_job = define_asset_job(
+        "ingest_daily",
+        selection=assets,
+        partitions_def=assets[0].partitions_def,
+        description="Search, cut band windows and load scene metadata for one UTC day.",
+    )
+    return Definitions(assets=assets, jobs=[ingest_job], resources=build_resources(config))
+
+
+defs = build_defs(load_config())

@@ -1,0 +1,62 @@
+"""Resources built from the pipeline configuration: the one place where values differ
+between environments (the classes are the same everywhere)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dagster import EnvVar
+from dagster_duckdb import DuckDBResource
+from dagster_snowflake import SnowflakeResource
+
+from geospatial_pipeline.config import (
+    DuckDBWarehouseConfig,
+    PipelineConfig,
+    SnowflakeWarehouseConfig,
+)
+from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
+from geospatial_pipeline.resources.storage import ObjectStoreResource
+from geospatial_pipeline.resources.warehouse import (
+    DuckDBWarehouse,
+    SnowflakeWarehouse,
+    WarehouseResource,
+)
+
+
+def build_warehouse(config: PipelineConfig) -> WarehouseResource:
+    wh = config.warehouse
+    if isinstance(wh, DuckDBWarehouseConfig):
+        return DuckDBWarehouse(duckdb=DuckDBResource(database=wh.path))
+    assert isinstance(wh, SnowflakeWarehouseConfig)
+    return SnowflakeWarehouse(
+        snowflake=SnowflakeResource(
+            account=wh.account,
+            user=wh.user,
+            password=EnvVar(wh.password_env_var),
+            database=wh.database,
+            schema=wh.schema_name,
+            warehouse=wh.warehouse,
+            role=wh.role,
+        )
+    )
+
+
+def build_resources(config: PipelineConfig) -> dict[str, Any]:
+    return {
+        "stac": StacSearchResource(
+            api_url=config.stac.api_url,
+            collection=config.stac.collection,
+            max_cloud_cover=config.stac.max_cloud_cover,
+            max_items_per_day=config.stac.max_items_per_day,
+            page_size=config.stac.page_size,
+            timeout_s=config.stac.timeout_s,
+            max_retries=config.stac.max_retries,
+        ),
+        "scope": ScopeResource.from_config(config),
+        "object_store": ObjectStoreResource(
+            url=config.storage.url,
+            endpoint_url=config.storage.endpoint_url,
+            region=config.storage.region,
+        ),
+        "warehouse": build_warehouse(config),
+    }

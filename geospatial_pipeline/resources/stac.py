@@ -1,0 +1,87 @@
+"""STAC API resource and the scope (AOIs, bands) the pipeline fetches."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+
+from dagster import Config, ConfigurableResource
+
+from geospatial_pipeline.config import AoiConfig, PipelineConfig
+from geospatial_pipeline.stac.search import (
+    AoiQuery,
+    DayItems,
+    SearchSettings,
+    open_client,
+    search_day,
+)
+
+
+class StacSearchResource(ConfigurableResource):
+    """A STAC API (Earth Search v1 by default) searched one UTC day at a time."""
+
+    api_url: str
+    collection: str = "sentinel-2-l2a"
+    max_cloud_cover: float = 100.0
+    max_items_per_day: int = 200
+    page_size: int = 100
+    timeout_s: float = 30.0
+    max_retries: int = 5
+
+    def settings(self) -> SearchSettings:
+        return SearchSettings(
+            api_url=self.api_url,
+            collection=self.collection,
+            max_cloud_cover=self.max_cloud_cover,
+            max_items_per_day=self.max_items_per_day,
+            page_size=self.page_size,
+            timeout_s=self.timeout_s,
+            max_retries=self.max_retries,
+        )
+
+    def search_day(
+        self, day: dt.date, aois: Sequence[AoiConfig], bands: Sequence[str]
+    ) -> DayItems:
+        settings = self.settings()
+        client = open_client(settings)
+        queries = [AoiQuery(a.name, a.geojson, a.bbox) for a in aois]
+        return search_day(client, settings, day, queries, bands)
+
+
+class AoiSpec(Config):
+    name: str
+    geometry_json: str | None = None  # GeoJSON Polygon/MultiPolygon in EPSG:4326
+    bbox: list[float] | None = None
+
+
+class ScopeResource(ConfigurableResource):
+    """The named AOIs and band asset keys every partition fetches."""
+
+    aois: list[AoiSpec]
+    bands: list[str]
+
+    def aoi_configs(self) -> list[AoiConfig]:
+        # Re-validated here so a value edited in the launchpad gets the same clear errors.
+        return [
+            AoiConfig(
+                name=a.name,
+                geometry=json.loads(a.geometry_json) if a.geometry_json else None,
+                bbox=tuple(a.bbox) if a.bbox else None,
+            )
+            for a in self.aois
+        ]
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig) -> ScopeResource:
+        return cls(
+            aois=[
+                AoiSpec(
+                    name=a.name,
+                    geometry_json=json.dumps(a.geometry) if a.geometry else None,
+                    bbox=list(a.bbox) if a.bbox else None,
+                )
+                for a in config.aois
+            ],
+            bands=list(config.bands),
+        )

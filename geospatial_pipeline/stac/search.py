@@ -1,0 +1,217 @@
+"""Search one UTC day of a STAC API for the scenes over the configured AOIs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pystac_client import Client
+from pystac_client.exceptions import APIError
+from pystac_client.stac_api_io import StacApiIO
+from urllib3.util.retry import Retry
+
+from geospatial_pipeline.errors import StacSearchError
+from geospatial_pipeline.stac.dedupe import Superseded, dedupe_scenes
+from geospatial_pipeline.stac.models import ItemValidationError, SceneItem, validate_item
+
+log = logging.getLogger(__name__)
+
+FilterMode = Literal["query", "filter", "client"]
+
+# Conformance classes that make server-side cloud filtering trustworthy. An API that does
+# not declare them may silently ignore the parameter (rustac does), so we never send it then.
+QUERY_CONFORMANCE = ("https://api.stacspec.org/v1.0.0/item-search#query",)
+FILTER_CONFORMANCE = (
+    "https://api.stacspec.org/v1.0.0-rc.2/item-search#filter",
+    "https://api.stacspec.org/v1.0.0/item-search#filter",
+    "http://www.opengis.net/spec/cql2/1.0/conf/cql2-json",
+)
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    api_url: str
+    collection: str
+    max_cloud_cover: float = 100.0
+    max_items_per_day: int = 200
+    page_size: int = 100
+    timeout_s: float = 30.0
+    max_retries: int = 5
+    backoff_s: float = 0.5
+
+
+@dataclass(frozen=True)
+class AoiQuery:
+    name: str
+    geometry: dict[str, Any]  # GeoJSON in EPSG:4326
+    bbox: tuple[float, float, float, float] | None = None  # set when the AOI is a plain bbox
+
+
+@dataclass
+class DayItems:
+    """What one day's search found, after validation and dedupe."""
+
+    day: dt.date
+    items: list[dict[str, Any]]  # raw item dicts, kept items only, sorted by id
+    by_aoi: dict[str, list[str]]  # AOI name -> ids of kept items intersecting it
+    invalid: list[dict[str, str]] = field(default_factory=list)
+    superseded: list[Superseded] = field(default_factory=list)
+    dropped_over_limit: list[str] = field(default_factory=list)
+    filter_mode: FilterMode = "client"
+    matched: int = 0  # items returned by the API before any filtering
+
+    def scenes(self, bands: Sequence[str]) -> dict[str, SceneItem]:
+        return {raw["id"]: validate_item(raw, list(bands)) for raw in self.items}
+
+
+def day_window(day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+    """[start, end) of a UTC day."""
+    start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+    return start, start + dt.timedelta(days=1)
+
+
+def _datetime_param(day: dt.date) -> str:
+    start, end = day_window(day)
+    # STAC datetime intervals are closed; stop one microsecond before midnight so an item
+    # acquired exactly at 00:00:00 of the next day belongs to that day only.
+    last = end - dt.timedelta(microseconds=1)
+    return f"{start.strftime('%Y-%m-%dT%H:%M:%SZ')}/{last.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
+
+
+def build_retry(max_retries: int, backoff_s: float) -> Retry:
+    return Retry(
+        total=max_retries,
+        connect=max_retries,
+        read=max_retries,
+        status=max_retries,
+        other=max_retries,
+        backoff_factor=backoff_s,
+        status_forcelist=RETRY_STATUSES,
+        # Searches are POSTs; they are read-only, so retrying them is safe.
+        allowed_methods=frozenset({"GET", "POST", "HEAD"}),
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+
+
+def open_client(settings: SearchSettings) -> Client:
+    stac_io = StacApiIO(
+        timeout=settings.timeout_s,
+        max_retries=build_retry(settings.max_retries, settings.backoff_s),
+    )
+    try:
+        return Client.open(settings.api_url, stac_io=stac_io, timeout=settings.timeout_s)
+    except APIError as exc:
+        raise StacSearchError(f"cannot open STAC API {settings.api_url}: {exc}") from exc
+
+
+def filter_mode(client: Client) -> FilterMode:
+    conforms = set(client.get_conforms_to())
+    if conforms.intersection(QUERY_CONFORMANCE):
+        return "query"
+    if conforms.intersection(FILTER_CONFORMANCE):
+        return "filter"
+    return "client"
+
+
+def _search_aoi(
+    client: Client,
+    settings: SearchSettings,
+    day: dt.date,
+    aoi: AoiQuery,
+    mode: FilterMode,
+) -> list[dict[str, Any]]:
+    params: dict[str, Any] = {
+        "collections": [settings.collection],
+        "datetime": _datetime_param(day),
+        "limit": settings.page_size,
+        "method": "POST",
+    }
+    if aoi.bbox is not None:
+        params["bbox"] = list(aoi.bbox)
+    else:
+        params["intersects"] = aoi.geometry
+    if settings.max_cloud_cover < 100.0:
+        if mode == "query":
+            params["query"] = {"eo:cloud_cover": {"lte": settings.max_cloud_cover}}
+        elif mode == "filter":
+            params["filter"] = {
+                "op": "<=",
+                "args": [{"property": "eo:cloud_cover"}, settings.max_cloud_cover],
+            }
+            params["filter_lang"] = "cql2-json"
+    try:
+        search = client.search(**params)
+        return [page_item for page in search.pages_as_dicts() for page_item in page["features"]]
+    except APIError as exc:
+        raise StacSearchError(
+            f"STAC search failed for AOI {aoi.name!r} on {day} at {settings.api_url}: {exc}"
+        ) from exc
+
+
+def search_day(
+    client: Client,
+    settings: SearchSettings,
+    day: dt.date,
+    aois: Sequence[AoiQuery],
+    bands: Sequence[str],
+) -> DayItems:
+    """Search every AOI for ``day``, validate, filter on the client, dedupe, cap."""
+    mode = filter_mode(client)
+    start, end = day_window(day)
+    raw_by_id: dict[str, dict[str, Any]] = {}
+    aoi_hits: dict[str, set[str]] = {aoi.name: set() for aoi in aois}
+    matched = 0
+    for aoi in aois:
+        found = _search_aoi(client, settings, day, aoi, mode)
+        matched += len(found)
+        for raw in found:
+            item_id = str(raw.get("id"))
+            raw_by_id.setdefault(item_id, raw)
+            aoi_hits[aoi.name].add(item_id)
+        log.info("AOI %s on %s: %d item(s) (filter mode %s)", aoi.name, day, len(found), mode)
+
+    valid: list[SceneItem] = []
+    invalid: list[dict[str, str]] = []
+    for item_id in sorted(raw_by_id):
+        raw = raw_by_id[item_id]
+        try:
+            scene = validate_item(raw, list(bands))
+        except ItemValidationError as exc:
+            invalid.append({"id": exc.item_id, "reason": exc.reason})
+            continue
+        if settings.collection and scene.collection not in (None, settings.collection):
+            invalid.append({"id": scene.id, "reason": f"collection is {scene.collection!r}"})
+            continue
+        # The API's interval handling is not trusted at the day edges.
+        if not (start <= scene.acquired_at < end):
+            continue
+        # Applied even after server-side filtering: harmless, and guards APIs that ignore it.
+        if scene.cloud_cover is not None and scene.cloud_cover > settings.max_cloud_cover:
+            continue
+        valid.append(scene)
+
+    kept, superseded = dedupe_scenes(valid)
+    dropped: list[str] = []
+    if len(kept) > settings.max_items_per_day:
+        # Keep the clearest scenes; the rest are reported, never silently lost.
+        ordered = sorted(
+            kept, key=lambda s: (s.cloud_cover if s.cloud_cover is not None else 100.0, s.id)
+        )
+        dropped = sorted(s.id for s in ordered[settings.max_items_per_day :])
+        kept = [s for s in kept if s.id not in set(dropped)]
+    kept_ids = {s.id for s in kept}
+    return DayItems(
+        day=day,
+        items=[raw_by_id[item_id] for item_id in sorted(kept_ids)],
+        by_aoi={name: sorted(ids & kept_ids) for name, ids in aoi_hits.items()},
+        invalid=invalid,
+        superseded=superseded,
+        dropped_over_limit=dropped,
+        filter_mode=mode,
+        matched=matched,
+    )

@@ -1,0 +1,70 @@
+"""Shared fixtures: paths to the real recordings in ../shared/data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+EARTH_SEARCH = SHARED_DATA / "earth-search-v1"
+S2_COGS = SHARED_DATA / "sentinel-2-cogs" / "S2A_29RKH_20200219_0_L2A"
+
+
+def require_shared_data() -> None:
+    if not EARTH_SEARCH.is_dir():
+        pytest.skip(f"shared recordings not found at {SHARED_DATA}")
+
+
+@pytest.fixture(scope="session")
+def real_items() -> dict[str, dict[str, Any]]:
+    require_shared_data()
+    return {
+        p.stem: json.loads(p.read_text())
+        for p in sorted((EARTH_SEARCH / "items").glob("*.json"))
+    }
+
+
+@pytest.fixture(scope="session")
+def real_collection() -> dict[str, Any]:
+    require_shared_data()
+    return json.loads((EARTH_SEARCH / "collection_sentinel-2-l2a.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One real S3 server (SeaweedFS on 127.0.0.1) for the whole test session."""
+    from geospatial_pipeline.local.seaweed import SeaweedS3Server
+
+    with SeaweedS3Server(data_dir=tmp_path_factory.mktemp("seaweed")) as server:
+        yield server
+
+
+SOURCE_BUCKET = "sentinel-cogs"
+SOURCE_PREFIX = "sentinel-s2-l2a-cogs/29/R/KH/2020/2/S2A_29RKH_20200219_0_L2A"
+
+
+@pytest.fixture(scope="session")
+def source_bucket(s3_server: Any) -> str:
+    """The real Sentinel-2 COGs of ../shared/data in a source bucket, laid out like Earth
+    Search's; returns the s3:// prefix of the scene."""
+    require_shared_data()
+    client = s3_server.boto3_client()
+    s3_server.create_bucket(SOURCE_BUCKET)
+    for path in sorted(S2_COGS.glob("*.tif")):
+        client.upload_file(str(path), SOURCE_BUCKET, f"{SOURCE_PREFIX}/{path.name}")
+    return f"s3://{SOURCE_BUCKET}/{SOURCE_PREFIX}"
+
+
+@pytest.fixture(scope="session")
+def rkh_item(real_items: dict[str, dict[str, Any]], source_bucket: str) -> dict[str, Any]:
+    """The real 29RKH item with its asset hrefs pointing at the source bucket."""
+    item = json.loads(json.dumps(real_items["S2A_29RKH_20200219_0_L2A"]))
+    for asset in item["assets"].values():
+        name = asset["href"].rsplit("/", 1)[-1]
+        if asset["href"].startswith("https://sentinel-cogs.") and name.endswith(".tif"):
+            asset["href"] = f"{source_bucket}/{name}"
+    return item

@@ -1,0 +1,71 @@
+"""The code location loads: `defs` from the module, and through workspace.yaml."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, Definitions
+
+from geospatial_pipeline.config import CONFIG_ENV_VAR
+from tests.conftest import REPO
+
+CONFIG = """
+stac: {api_url: "http://127.0.0.1:9/v1"}
+aois: [{name: test, bbox: [9.0, 47.0, 9.1, 47.1]}]
+partitions: {start_date: "2020-03-01"}
+storage: {url: "s3://bucket/prefix", endpoint_url: "http://127.0.0.1:9"}
+warehouse: {kind: snowflake, account: a, user: u, database: d, schema: s, warehouse: w}
+"""
+
+
+def test_definitions_load_with_production_shaped_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(CONFIG)
+    monkeypatch.setenv(CONFIG_ENV_VAR, str(path))
+    monkeypatch.setenv("SNOWFLAKE_PASSWORD", "unused")
+    import geospatial_pipeline.definitions as module
+
+    defs = importlib.reload(module).defs
+    assert isinstance(defs, Definitions)
+    Definitions.validate_loadable(defs)
+    graph = defs.resolve_asset_graph()
+    keys = set(graph.get_all_asset_keys())
+    assert keys == {AssetKey("stac_items"), AssetKey("band_rasters"), AssetKey("scene_metadata")}
+    job = defs.resolve_job_def("ingest_daily")
+    partitions = job.partitions_def
+    assert partitions is not None
+    assert partitions.get_first_partition_key() == "2020-03-01"
+    checks = {key.name for key in graph.asset_check_keys}
+    assert checks == {"cogs_valid", "objects_match_rows"}
+    assert graph.get(AssetKey("scene_metadata")).kinds >= {"snowflake"}
+    assert graph.get(AssetKey("band_rasters")).kinds >= {"s3", "cog"}
+    assert set(defs.resources) == {"stac", "scope", "object_store", "warehouse"}  # type: ignore[arg-type]
+
+
+def test_workspace_yaml_loads_code_location(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != CONFIG_ENV_VAR}
+    env["DAGSTER_HOME"] = str(tmp_path)
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "definitions",
+            "validate",
+            "-w",
+            str(REPO / "workspace.yaml"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert "Validation successful for code location geospatial_pipeline" in output

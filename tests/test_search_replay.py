@@ -1,0 +1,123 @@
+"""pystac-client against Earth Search's own recorded pages, replayed on loopback."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import pytest
+
+from geospatial_pipeline.errors import StacSearchError
+from geospatial_pipeline.stac.search import AoiQuery, SearchSettings, open_client, search_day
+from tests.conftest import EARTH_SEARCH, require_shared_data
+from tests.replay_server import ReplayState, replay_server
+
+BBOX = (9.0, 47.0, 10.0, 48.0)
+AOI = AoiQuery("upper-rhine", {"type": "Polygon", "coordinates": []}, BBOX)
+BANDS = ["red", "green", "blue", "nir", "scl"]
+
+
+def settings(url: str, **kw: Any) -> SearchSettings:
+    return SearchSettings(api_url=url, collection="sentinel-2-l2a", backoff_s=0.01, **kw)
+
+
+@pytest.fixture(autouse=True)
+def _shared() -> None:
+    require_shared_data()
+
+
+def test_follows_recorded_post_next_tokens() -> None:
+    recorded_p1 = json.loads((EARTH_SEARCH / "search_page.json").read_text())
+    recorded_p2 = json.loads((EARTH_SEARCH / "search_page_2.json").read_text())
+    with replay_server(EARTH_SEARCH) as (url, state):
+        s = settings(url)
+        result = search_day(open_client(s), s, dt.date(2020, 3, 2), [AOI], BANDS)
+    posts = [body for method, _, body in state.requests if method == "POST"]
+    assert len(posts) == 3
+    assert "next" not in posts[0] and posts[0]["bbox"] == list(BBOX)
+    assert posts[0]["datetime"].startswith("2020-03-02T00:00:00Z/2020-03-02T23:59:59")
+    # merge: false -> the body of each next link is sent exactly as the API gave it
+    for sent, page in zip(posts[1:], (recorded_p1, recorded_p2), strict=True):
+        link = next(link for link in page["links"] if link["rel"] == "next")
+        assert sent == link["body"]
+    assert result.matched == 16
+    # The recorded pages span 03-01..05; only 03-02 is kept, newest processing per tile.
+    assert [i["id"] for i in result.items] == [
+        f"S2A_{t}_20200302_1_L2A" for t in ("32TMT", "32TNT", "32UMU", "32UNU")
+    ]
+    assert {s.item_id for s in result.superseded} == {
+        f"S2A_{t}_20200302_0_L2A" for t in ("32TMT", "32TNT", "32UMU", "32UNU")
+    }
+    # Earth Search declares the query extension, so the cloud filter goes to the server.
+    assert result.filter_mode == "query"
+
+
+def test_query_extension_sent_only_when_declared() -> None:
+    with replay_server(EARTH_SEARCH) as (url, state):
+        s = settings(url, max_cloud_cover=50.0)
+        result = search_day(open_client(s), s, dt.date(2020, 3, 5), [AOI], BANDS)
+    first = next(body for m, _, body in state.requests if m == "POST")
+    assert first["query"] == {"eo:cloud_cover": {"lte": 50.0}}
+    # The replay ignores the query, so the client-side filter must still apply.
+    assert all(i["properties"]["eo:cloud_cover"] <= 50.0 for i in result.items)
+
+
+def _flaky(failures: dict[int, Any]) -> ReplayState:
+    def fault(method: str, path: str, count: int) -> Any:
+        return failures.get(count) if method == "POST" else None
+
+    return ReplayState(fault=fault)
+
+
+@pytest.mark.parametrize(
+    "failures",
+    [
+        {0: (503, {}, {"code": "Unavailable"}), 1: (502, {}, {"code": "BadGateway"})},
+        {0: (429, {"Retry-After": "0"}, {"code": "TooManyRequests"})},
+        {0: "reset"},
+    ],
+    ids=["5xx", "429", "connection-reset"],
+)
+def test_retries_transient_failures(failures: dict[int, Any]) -> None:
+    state = _flaky(failures)
+    with replay_server(EARTH_SEARCH, state) as (url, _):
+        s = settings(url)
+        result = search_day(open_client(s), s, dt.date(2020, 3, 2), [AOI], BANDS)
+    assert len(result.items) == 4
+    first_posts = [r for r in state.requests if r[0] == "POST" and "next" not in r[2]]
+    assert len(first_posts) == len(failures) + 1
+
+
+def test_gives_up_with_clear_error() -> None:
+    state = ReplayState(fault=lambda m, p, c: (500, {}, {"code": "Boom"}) if m == "POST" else None)
+    with replay_server(EARTH_SEARCH, state) as (url, _):
+        s = settings(url, max_retries=2)
+        with pytest.raises(StacSearchError, match="upper-rhine.*2020-03-02"):
+            search_day(open_client(s), s, dt.date(2020, 3, 2), [AOI], BANDS)
+    assert sum(1 for r in state.requests if r[0] == "POST") == 3
+
+
+def test_invalid_item_is_reported_not_fatal() -> None:
+    import tests.replay_server as rs
+
+    original = rs.Recorded.load
+
+    def load(self: rs.Recorded, name: str) -> Any:
+        doc = original(self, name)
+        if name == "search_page.json":
+            doc["features"][0]["properties"]["datetime"] = None
+            doc["features"][1]["assets"].pop("nir")
+        return doc
+
+    rs.Recorded.load = load  # type: ignore[method-assign]
+    try:
+        with replay_server(EARTH_SEARCH) as (url, _):
+            s = settings(url)
+            result = search_day(open_client(s), s, dt.date(2020, 3, 2), [AOI], BANDS)
+    finally:
+        rs.Recorded.load = original  # type: ignore[method-assign]
+    reasons = {bad["id"]: bad["reason"] for bad in result.invalid}
+    assert len(reasons) == 2
+    assert any("nir" in r for r in reasons.values())
+    assert any("acquired_at" in r for r in reasons.values())

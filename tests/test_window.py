@@ -1,0 +1,114 @@
+"""Window arithmetic across CRSs, and COG encoding of small rasters built in the test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from pyproj import Transformer
+from rasterio.io import MemoryFile
+from shapely.geometry import box
+
+from geospatial_pipeline.raster.cog import (
+    WindowData,
+    encode_cog,
+    read_aoi_window,
+    validate_cog_bytes,
+)
+from geospatial_pipeline.raster.window import PixelWindow, aoi_window, project_geometry
+
+# The real 32TMT tile grid (10 m, EPSG:32632, from the recorded item's proj:transform).
+TMT = Affine(10, 0, 399960, 0, -10, 5300040)
+
+
+def test_window_in_utm_matches_independent_projection() -> None:
+    aoi = box(8.0, 47.3, 8.05, 47.35)
+    win = aoi_window(aoi, "EPSG:32632", TMT, 10980, 10980)
+    assert win is not None
+    to_utm = Transformer.from_crs("EPSG:4326", "EPSG:32632", always_xy=True)
+    xs, ys = to_utm.transform([8.0, 8.05, 8.0, 8.05], [47.3, 47.3, 47.35, 47.35])
+    col0 = int(np.floor((min(xs) - 399960) / 10))
+    row0 = int(np.floor((5300040 - max(ys)) / 10))
+    assert abs(win.col_off - col0) <= 1 and abs(win.row_off - row0) <= 1
+    # ~3.8 km x 5.6 km at 10 m
+    assert 370 <= win.width <= 400 and 550 <= win.height <= 570
+
+
+def test_window_covers_curved_edge() -> None:
+    # A wide AOI centred on zone 32's central meridian (9E): its bottom edge (a parallel)
+    # sags south in UTM between the corners, so corner-only projection would cut it off.
+    aoi = box(8.0, 47.0, 10.0, 47.5)
+    to_utm = Transformer.from_crs("EPSG:4326", "EPSG:32632", always_xy=True)
+    _, corner_ys = to_utm.transform([8.0, 10.0], [47.0, 47.0])
+    _, mid_y = to_utm.transform([9.0], [47.0])
+    assert mid_y[0] < min(corner_ys) - 100  # the sag is real (metres)
+    t = Affine(10, 0, 300000, 0, -10, 5400000)
+    win = aoi_window(aoi, "EPSG:32632", t, 40000, 40000)
+    assert win is not None
+    bottom_y = 5400000 - 10 * (win.row_off + win.height)
+    assert bottom_y <= mid_y[0]
+
+
+def test_window_is_clipped_and_none_outside() -> None:
+    assert aoi_window(box(20.0, 10.0, 20.1, 10.1), "EPSG:32632", TMT, 10980, 10980) is None
+    # Overlaps the tile's west edge: clipped to column 0.
+    win = aoi_window(box(7.6, 47.5, 7.75, 47.55), "EPSG:32632", TMT, 10980, 10980)
+    assert win is not None and win.col_off == 0 and win.width < 10980
+
+
+def test_window_across_crs_same_ground() -> None:
+    """One AOI on a zone boundary is fully covered in both zones' grids, and tightly."""
+    aoi = box(11.95, 47.0, 12.05, 47.05)
+    for epsg, origin_x in ((32632, 600000), (32633, 200000)):
+        t = Affine(10, 0, origin_x, 0, -10, 5300000)
+        win = aoi_window(aoi, f"EPSG:{epsg}", t, 30000, 30000)
+        assert win is not None
+        x0, y1 = t @ (win.col_off, win.row_off)
+        x1, y0 = t @ (win.col_off + win.width, win.row_off + win.height)
+        footprint = project_geometry(aoi, f"EPSG:{epsg}")
+        assert box(x0, y0, x1, y1).contains(footprint)
+        # Tight: no more than one pixel of slack beyond the AOI's projected bounds.
+        fx0, fy0, fx1, fy1 = footprint.bounds
+        assert fx0 - x0 <= 10 and x1 - fx1 <= 10 and fy0 - y0 <= 10 and y1 - fy1 <= 10
+
+
+def _raster(path: str, array: np.ndarray, transform: Affine, crs: str) -> None:
+    with rasterio.open(
+        path, "w", driver="GTiff", width=array.shape[1], height=array.shape[0], count=1,
+        dtype=array.dtype, crs=crs, transform=transform, nodata=0, tiled=True,
+        blockxsize=256, blockysize=256,
+    ) as dst:
+        dst.write(array, 1)
+
+
+def test_read_window_returns_exact_pixels_and_valid_cog(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    array = rng.integers(1, 10000, size=(1024, 1024), dtype=np.uint16)
+    t = Affine(10, 0, 399960, 0, -10, 5300040)
+    path = str(tmp_path / "src.tif")
+    _raster(path, array, t, "EPSG:32632")
+    aoi = box(7.7, 47.8, 7.75, 47.83)
+    data = read_aoi_window(path, aoi)
+    assert data is not None
+    w = data.window
+    np.testing.assert_array_equal(
+        data.array[0], array[w.row_off : w.row_off + w.height, w.col_off : w.col_off + w.width]
+    )
+    cog = encode_cog(data)
+    assert validate_cog_bytes(cog).valid
+    assert encode_cog(data) == cog  # deterministic: unchanged re-runs rewrite nothing
+    with MemoryFile(cog) as mem, mem.open() as ds:
+        assert ds.crs.to_epsg() == 32632
+        assert ds.transform == data.transform
+        np.testing.assert_array_equal(ds.read(1), data.array[0])
+        assert ds.nodata == 0
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
+def test_encode_cog_dtypes(dtype: str) -> None:
+    array = (np.arange(700 * 900).reshape(1, 700, 900) % 200).astype(dtype)
+    data = WindowData(array, "EPSG:4326", 4326, Affine(0.001, 0, 0, 0, -0.001, 1), None,
+                      PixelWindow(0, 0, 900, 700), (700, 900))
+    check = validate_cog_bytes(encode_cog(data, categorical=dtype == "uint8"))
+    assert check.valid, check.errors
