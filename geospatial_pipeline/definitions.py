@@ -6,7 +6,7 @@ from dagster import AssetsDefinition, Definitions, define_asset_job
 
 from geospatial_pipeline.assets.ingest import build_ingest_assets
 from geospatial_pipeline.assets.warehouse import build_warehouse_assets
-from geospatial_pipeline.config import PipelineConfig, load_config
+from geospatial_pipeline.config import PipelineConfig, load_config, require_secrets
 from geospatial_pipeline.partitions import daily_partitions
 from geospatial_pipeline.resources import build_resources
 
@@ -20,6 +20,8 @@ def build_assets(config: PipelineConfig) -> list[AssetsDefinition]:
 
 
 def build_defs(config: PipelineConfig) -> Definitions:
+    # Fail while loading the code location, naming the variable, rather than mid-run.
+    require_secrets(config)
     assets = build_assets(config)
     ingest_job = define_asset_job(
         "ingest_daily",

@@ -13,6 +13,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -65,11 +66,7 @@ def _prepare(out: Path) -> Any:
 def summarize(config: PipelineConfig, out: Path, partition: str, results: Any) -> dict[str, Any]:
     import duckdb
 
-    meta = {
-        key.to_user_string(): dict(mats[-1].metadata)
-        for key, mats in results.items()
-        if mats
-    }
+    meta = {name: dict(mats[-1].metadata) for name, mats in results.items() if mats}
 
     def value(asset: str, name: str) -> Any:
         entry = meta.get(asset, {}).get(name)
@@ -98,13 +95,18 @@ def summarize(config: PipelineConfig, out: Path, partition: str, results: Any) -
         "look_at": {
             "band_rasters": str(objects_dir / "raw" / config.stac.collection / partition),
             "items": str(objects_dir / "stac" / config.stac.collection / partition / "items.json"),
-            "query": (
-                f"duckdb {out / 'warehouse.duckdb'} \"SELECT item_id, aoi, cloud_cover, "
-                "object_count FROM scene_metadata\""
-            ),
+            "query": _query_hint(out / "warehouse.duckdb"),
             "ui": "make dev",
         },
     }
+
+
+def _query_hint(db: Path) -> str:
+    sql = "SELECT item_id, aoi, cloud_cover, object_count FROM scene_metadata"
+    return (
+        f'.venv/bin/python -c "import duckdb; '
+        f"print(duckdb.connect('{db}', read_only=True).sql('{sql}'))\""
+    )
 
 
 def run_demo(out: Path) -> dict[str, Any]:
@@ -127,11 +129,10 @@ def run_demo(out: Path) -> dict[str, Any]:
             )
         if not result.success:
             raise SystemExit("demo run failed; see the log above")
-        mats: dict[Any, list[Any]] = {}
-        for event in result.get_asset_materialization_events():
-            mat = event.asset_materialization
-            if mat is not None:
-                mats.setdefault(mat.asset_key, []).append(mat)
+        mats = {
+            name: result.asset_materializations_for_node(name)
+            for name in ("stac_items", "band_rasters", "scene_metadata")
+        }
     summary = summarize(config, out, partition, mats)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -139,10 +140,14 @@ def run_demo(out: Path) -> dict[str, Any]:
 
 def print_summary(summary: dict[str, Any], out: Path) -> None:
     print(f"\nDemo partition {summary['partition']} done.")
-    print(f"  items found        {summary['items_found']} "
-          f"({summary['items_superseded']} superseded by a newer processing)")
-    print(f"  objects written    {summary['objects_written']} COGs, "
-          f"{summary['object_bytes'] / 1e6:.2f} MB in {summary['object_store']}")
+    print(
+        f"  items found        {summary['items_found']} "
+        f"({summary['items_superseded']} superseded by a newer processing)"
+    )
+    print(
+        f"  objects written    {summary['objects_written']} COGs, "
+        f"{summary['object_bytes'] / 1e6:.2f} MB in {summary['object_store']}"
+    )
     print(f"  warehouse rows     {summary['warehouse_rows']} in {summary['warehouse']}")
     print(f"  look at            {summary['look_at']['band_rasters']}")
     print(f"  summary            {out / 'summary.json'}")
@@ -169,10 +174,19 @@ def run_dev(out: Path, port: int, stac_port: int) -> int:
             "-p",
             str(port),
         ]
+        proc = subprocess.Popen(cmd, env=env, cwd=REPO)
         try:
-            return subprocess.call(cmd, env=env, cwd=REPO)
+            return proc.wait()
         except KeyboardInterrupt:
             return 0
+        finally:
+            # Never leave the UI running without its STAC API (or the reverse).
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = args.out.resolve()
     if args.command == "dev":
+        # SIGTERM (e.g. from `timeout` or a container stop) unwinds like Ctrl-C, so the
+        # local STAC API and the UI are stopped too.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         return run_dev(out, args.port, args.stac_port)
     summary = run_demo(out)
     print_summary(summary, out)

@@ -23,8 +23,7 @@ def require_shared_data() -> None:
 def real_items() -> dict[str, dict[str, Any]]:
     require_shared_data()
     return {
-        p.stem: json.loads(p.read_text())
-        for p in sorted((EARTH_SEARCH / "items").glob("*.json"))
+        p.stem: json.loads(p.read_text()) for p in sorted((EARTH_SEARCH / "items").glob("*.json"))
     }
 
 

@@ -37,7 +37,9 @@ class ReplayState:
 
 
 def _handler(rec: Recorded, state: ReplayState) -> type[BaseHTTPRequestHandler]:
-    pages = [rec.load(n) for n in ("search_page.json", "search_page_2.json", "search_page_3_empty.json")]
+    pages = [
+        rec.load(n) for n in ("search_page.json", "search_page_2.json", "search_page_3_empty.json")
+    ]
     tokens = {None: 0}
     for i, page in enumerate(pages[:-1]):
         nxt = next(link for link in page["links"] if link["rel"] == "next")
@@ -108,7 +110,9 @@ def _handler(rec: Recorded, state: ReplayState) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def replay_server(recordings: Path, state: ReplayState | None = None) -> Iterator[tuple[str, ReplayState]]:
+def replay_server(
+    recordings: Path, state: ReplayState | None = None
+) -> Iterator[tuple[str, ReplayState]]:
     state = state or ReplayState()
     rec = Recorded(recordings)
     server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)

@@ -24,7 +24,10 @@ SQUARE = {
     "coordinates": [[[9.0, 47.0], [9.1, 47.0], [9.1, 47.1], [9.0, 47.1], [9.0, 47.0]]],
 }
 BASE: dict[str, Any] = {
-    "aois": [{"name": "lake", "geometry": SQUARE}, {"name": "city", "bbox": [9.2, 47.2, 9.3, 47.3]}],
+    "aois": [
+        {"name": "lake", "geometry": SQUARE},
+        {"name": "city", "bbox": [9.2, 47.2, 9.3, 47.3]},
+    ],
     "partitions": {"start_date": "2020-03-01"},
     "storage": {"url": "s3://bucket/prefix"},
     "warehouse": {"kind": "duckdb", "path": "/tmp/w.duckdb"},
@@ -97,7 +100,11 @@ BOW_TIE = {
         (with_("stac.max_cloud_cover", 120), "stac.max_cloud_cover", "less than or equal"),
         (with_("storage.url", "gs://bucket"), "storage.url", "unsupported scheme"),
         (with_("aois.0.name", "Bad Name!"), "aois.0.name", "pattern"),
-        (with_("aois.0", {"name": "both", "geometry": SQUARE, "bbox": [0, 0, 1, 1]}), "aois.0", "exactly one"),
+        (
+            with_("aois.0", {"name": "both", "geometry": SQUARE, "bbox": [0, 0, 1, 1]}),
+            "aois.0",
+            "exactly one",
+        ),
         (with_("stac.colection", "typo"), "stac.colection", "Extra inputs"),
     ],
     ids=[
@@ -122,9 +129,9 @@ def test_bad_config_names_the_field(doc: dict[str, Any], field: str, words: str)
         parse_config(doc, "test.yaml")
     message = str(err.value)
     assert "test.yaml" in message
-    assert any(
-        line.strip().startswith(field) and words in line for line in message.splitlines()
-    ), message
+    assert any(line.strip().startswith(field) and words in line for line in message.splitlines()), (
+        message
+    )
 
 
 def test_missing_secret_is_named() -> None:
@@ -160,7 +167,7 @@ def test_password_in_file_is_refused() -> None:
             "password": "hunter2",
         },
     )
-    with pytest.raises(ConfigError, match="warehouse.snowflake.password") as err:
+    with pytest.raises(ConfigError, match=r"warehouse\.snowflake\.password") as err:
         parse_config(doc)
     assert "hunter2" not in str(err.value)
 

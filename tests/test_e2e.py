@@ -15,15 +15,15 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
-from dagster import AssetKey, DagsterInstance, materialize
+from dagster import DagsterInstance, materialize
 from shapely.geometry import box
 
 from geospatial_pipeline.config import parse_config
 from geospatial_pipeline.definitions import build_assets
-from geospatial_pipeline.resources import build_resources
 from geospatial_pipeline.local.stac_server import RustacStacServer
 from geospatial_pipeline.raster.cog import gdal_env, validate_cog_path
 from geospatial_pipeline.raster.window import aoi_window
+from geospatial_pipeline.resources import build_resources
 from geospatial_pipeline.resources.storage import ObjectStoreResource
 from tests.conftest import S2_COGS
 
@@ -36,14 +36,18 @@ AOIS = [
         "name": "wadi",
         "geometry": {
             "type": "Polygon",
-            "coordinates": [
-                [[-11.30, 24.90], [-11.22, 24.90], [-11.22, 24.97], [-11.30, 24.90]]
-            ],
+            "coordinates": [[[-11.30, 24.90], [-11.22, 24.90], [-11.22, 24.97], [-11.30, 24.90]]],
         },
     },
 ]
 BANDS = ["red", "green", "blue", "nir", "scl"]
-FILES = {"red": "B04.tif", "green": "B03.tif", "blue": "B02.tif", "nir": "B08.tif", "scl": "SCL.tif"}
+FILES = {
+    "red": "B04.tif",
+    "green": "B03.tif",
+    "blue": "B02.tif",
+    "nir": "B08.tif",
+    "scl": "SCL.tif",
+}
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +89,7 @@ def run_partition(config: Any) -> Any:
             instance=instance,
         )
     assert result.success
-    checks = {
-        e.check_name: e.passed for e in result.get_asset_check_evaluations()
-    }
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {"cogs_valid": True, "objects_match_rows": True}
     return result
 
@@ -118,8 +120,10 @@ def check_pipeline_output(s3: Any, bucket: str, config: Any) -> dict[str, tuple[
     assert not any(k.startswith("pipeline/_tmp/") for k in objects)
 
     store_res = ObjectStoreResource(
-        url=f"s3://{bucket}/pipeline", endpoint_url=s3.endpoint_url,
-        access_key_id=s3.access_key, secret_access_key=s3.secret_key,
+        url=f"s3://{bucket}/pipeline",
+        endpoint_url=s3.endpoint_url,
+        access_key_id=s3.access_key,
+        secret_access_key=s3.secret_key,
     )
     store = store_res.store()
     with gdal_env(store_res.gdal_options(), store_res.gdal_session()):
@@ -141,7 +145,9 @@ def check_pipeline_output(s3: Any, bucket: str, config: Any) -> dict[str, tuple[
                 # The window covers the AOI and not much more (one pixel of slack).
                 b = got.bounds
                 assert box(*b).area < 1.3 * box(
-                    *rasterio.warp.transform_bounds("EPSG:4326", "EPSG:32629", *aoi_cfg.shape.bounds)
+                    *rasterio.warp.transform_bounds(
+                        "EPSG:4326", "EPSG:32629", *aoi_cfg.shape.bounds
+                    )
                 ).area + 4 * (b.right - b.left) * abs(expected_transform.e)
     return objects
 
@@ -193,7 +199,7 @@ def test_materialize_partition_into_s3_and_duckdb(
             size, _ = objects_1[f"pipeline/{obj['key']}"]
             assert obj["bytes"] == size and len(obj["sha256"]) == 64
         assert sorted(o["band"] for o in objs) == sorted(BANDS)
-        assert sum(o["bytes"] for o in objs) == [r for r in rows if r[1] == aoi][0][7]
+        assert sum(o["bytes"] for o in objs) == next(r for r in rows if r[1] == aoi)[7]
 
 
 def test_materialize_partition_into_s3_and_snowflake(
@@ -232,7 +238,7 @@ def test_materialize_partition_into_s3_and_snowflake(
         with snowflake.connector.connect(database="GEO", schema="RAW") as conn:
             cur = conn.cursor()
             cur.execute(
-                "SELECT item_id, aoi, object_count, properties:\"s2:product_type\"::varchar "
+                'SELECT item_id, aoi, object_count, properties:"s2:product_type"::varchar '
                 "FROM scene_metadata ORDER BY aoi"
             )
             rows = cur.fetchall()

@@ -89,11 +89,28 @@ def test_retries_transient_failures(failures: dict[int, Any]) -> None:
     assert len(first_posts) == len(failures) + 1
 
 
+def test_retries_read_timeout() -> None:
+    import time
+
+    def fault(method: str, path: str, count: int) -> Any:
+        if method == "POST" and count == 0:
+            time.sleep(1.5)  # longer than the client's timeout: the first answer is too late
+        return None
+
+    state = ReplayState(fault=fault)
+    with replay_server(EARTH_SEARCH, state) as (url, _):
+        s = settings(url, timeout_s=0.5)
+        result = search_day(open_client(s), s, dt.date(2020, 3, 2), [AOI], BANDS)
+    assert len(result.items) == 4
+    first_posts = [r for r in state.requests if r[0] == "POST" and "next" not in r[2]]
+    assert len(first_posts) == 2
+
+
 def test_gives_up_with_clear_error() -> None:
     state = ReplayState(fault=lambda m, p, c: (500, {}, {"code": "Boom"}) if m == "POST" else None)
     with replay_server(EARTH_SEARCH, state) as (url, _):
         s = settings(url, max_retries=2)
-        with pytest.raises(StacSearchError, match="upper-rhine.*2020-03-02"):
+        with pytest.raises(StacSearchError, match=r"upper-rhine.*2020-03-02"):
             search_day(open_client(s), s, dt.date(2020, 3, 2), [AOI], BANDS)
     assert sum(1 for r in state.requests if r[0] == "POST") == 3
 

@@ -75,9 +75,19 @@ def test_window_across_crs_same_ground() -> None:
 
 def _raster(path: str, array: np.ndarray, transform: Affine, crs: str) -> None:
     with rasterio.open(
-        path, "w", driver="GTiff", width=array.shape[1], height=array.shape[0], count=1,
-        dtype=array.dtype, crs=crs, transform=transform, nodata=0, tiled=True,
-        blockxsize=256, blockysize=256,
+        path,
+        "w",
+        driver="GTiff",
+        width=array.shape[1],
+        height=array.shape[0],
+        count=1,
+        dtype=array.dtype,
+        crs=crs,
+        transform=transform,
+        nodata=0,
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
     ) as dst:
         dst.write(array, 1)
 
@@ -108,7 +118,14 @@ def test_read_window_returns_exact_pixels_and_valid_cog(tmp_path) -> None:
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
 def test_encode_cog_dtypes(dtype: str) -> None:
     array = (np.arange(700 * 900).reshape(1, 700, 900) % 200).astype(dtype)
-    data = WindowData(array, "EPSG:4326", 4326, Affine(0.001, 0, 0, 0, -0.001, 1), None,
-                      PixelWindow(0, 0, 900, 700), (700, 900))
+    data = WindowData(
+        array,
+        "EPSG:4326",
+        4326,
+        Affine(0.001, 0, 0, 0, -0.001, 1),
+        None,
+        PixelWindow(0, 0, 900, 700),
+        (700, 900),
+    )
     check = validate_cog_bytes(encode_cog(data, categorical=dtype == "uint8"))
     assert check.valid, check.errors

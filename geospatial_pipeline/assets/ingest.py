@@ -1,6 +1,5 @@
 """Ingest: the day's STAC items, then the AOI windows of their bands as COGs."""
 
-
 import json
 from typing import Any
 

@@ -1,6 +1,5 @@
 """Warehouse: one scene-metadata row per item x AOI, replaced per partition."""
 
-
 from collections import defaultdict
 from typing import Any
 

@@ -269,16 +269,14 @@ class SeaweedS3Server:
         """Environment variables pointing AWS SDKs, the AWS CLI and GDAL at this server.
 
         Merge into ``os.environ`` (or a subprocess env). Includes :meth:`gdal_env_options`
-        so GDAL in a child process works too. ``AWS_SESSION_TOKEN`` is set to empty on
-        purpose: a token left in the caller's environment (SSO, CI role) would otherwise
-        be sent along with our static keys, and SeaweedFS then rejects the request as
-        ``InvalidAccessKeyId``; both botocore and GDAL treat the empty value as "no token".
-        The EC2 metadata lookup is disabled so nothing ever probes 169.254.169.254.
+        so GDAL in a child process works too; its empty ``AWS_SESSION_TOKEN`` also keeps
+        botocore from sending a token left in the caller's environment (botocore treats
+        the empty value as "no token"). The EC2 metadata lookup is disabled so nothing
+        ever probes 169.254.169.254.
         """
         env = {
             "AWS_ACCESS_KEY_ID": self._access_key,
             "AWS_SECRET_ACCESS_KEY": self._secret_key,
-            "AWS_SESSION_TOKEN": "",
             "AWS_REGION": REGION,
             "AWS_DEFAULT_REGION": REGION,
             "AWS_ENDPOINT_URL": self.endpoint_url,
@@ -304,7 +302,9 @@ class SeaweedS3Server:
         - ``AWS_REGION``: the SigV4 scope. SeaweedFS accepts any region; it is set so
           GDAL and boto3 sign identically.
         - ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``: the server's admin identity.
-          An ambient ``AWS_SESSION_TOKEN`` must not be set (see :meth:`env`).
+        - ``AWS_SESSION_TOKEN=""``: masks a token left in the environment (SSO, CI role).
+          GDAL would send it with our static keys and SeaweedFS then answers
+          ``InvalidAccessKeyId``; GDAL treats the empty value as "no token".
         - ``AWS_NO_SIGN_REQUEST=NO``: overrides an ambient ``YES`` meant for public buckets.
         - ``GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR``: not required; skips listing the
           "directory" for sidecar files on every open, one round trip fewer per dataset.
@@ -316,6 +316,7 @@ class SeaweedS3Server:
             "AWS_REGION": REGION,
             "AWS_ACCESS_KEY_ID": self._access_key,
             "AWS_SECRET_ACCESS_KEY": self._secret_key,
+            "AWS_SESSION_TOKEN": "",
             "AWS_NO_SIGN_REQUEST": "NO",
             "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
         }
@@ -326,7 +327,9 @@ class SeaweedS3Server:
         Credentials travel through a rasterio ``AWSSession`` because rasterio forbids
         setting ``AWS_ACCESS_KEY_ID`` directly; the remaining options come from
         :meth:`gdal_env_options`. The session wraps fixed credentials instead of a
-        ``boto3.Session`` so an ambient ``AWS_PROFILE`` can neither break nor override it.
+        ``boto3.Session`` so an ambient ``AWS_PROFILE`` can neither break nor override it;
+        ambient ``AWS_SESSION_TOKEN`` and ``AWS_NO_SIGN_REQUEST`` are masked too. Extra
+        keyword arguments are passed to ``rasterio.Env`` as GDAL options.
         """
         # Imported here: loading GDAL is slow and S3-only users never need it.
         import rasterio
@@ -341,6 +344,9 @@ class SeaweedS3Server:
         session = AWSSession(
             session=_StaticBotoSession(self._access_key, self._secret_key),
             endpoint_url=f"{LOOPBACK}:{self.s3_port}",
+            # Otherwise read from an ambient AWS_NO_SIGN_REQUEST, and unsigned requests
+            # get "Access Denied" here.
+            aws_unsigned=False,
         )
         return rasterio.Env(session=session, **gdal_options)
 

@@ -451,6 +451,18 @@ def _kill_group(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
 
 
 # ---------------------------------------------------------------------- CLI
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _install_stop_signals() -> None:
+    # rustac runs in its own session, so it only stops if we reach our finally block:
+    # turn SIGTERM/SIGHUP (make killed, terminal closed) into KeyboardInterrupt too, and
+    # re-enable SIGINT, which shells leave ignored for background jobs.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_keyboard_interrupt)
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m geospatial_pipeline.local.stac_server",
@@ -467,6 +479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m geospatial_pipeline.local.stac_server``."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = _parse_args(argv)
+    _install_stop_signals()
     items = load_items(args.items)
     collections = [json.loads(p.read_text(encoding="utf-8")) for p in args.collections]
     server = RustacStacServer(

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import shapely
 from affine import Affine
 from pyproj import CRS, Transformer
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
-from shapely.ops import transform as shapely_transform
 
 # Edges are densified before reprojection: a straight lon/lat edge is curved in UTM, and
 # projecting only the corners can miss the bulge by several pixels on a 20 km AOI.
@@ -33,7 +33,9 @@ class PixelWindow:
 
 def project_geometry(geom: BaseGeometry, dst_crs: CRS | str) -> BaseGeometry:
     transformer = Transformer.from_crs("EPSG:4326", dst_crs, always_xy=True)
-    return shapely_transform(transformer.transform, geom.segmentize(DENSIFY_DEGREES))
+    return shapely.transform(
+        geom.segmentize(DENSIFY_DEGREES), transformer.transform, interleaved=False
+    )
 
 
 def aoi_window(

@@ -40,9 +40,7 @@ class StacSearchResource(ConfigurableResource):
             max_retries=self.max_retries,
         )
 
-    def search_day(
-        self, day: dt.date, aois: Sequence[AoiConfig], bands: Sequence[str]
-    ) -> DayItems:
+    def search_day(self, day: dt.date, aois: Sequence[AoiConfig], bands: Sequence[str]) -> DayItems:
         settings = self.settings()
         client = open_client(settings)
         queries = [AoiQuery(a.name, a.geojson, a.bbox) for a in aois]

@@ -190,12 +190,14 @@ def search_day(
         # The API's interval handling is not trusted at the day edges.
         if not (start <= scene.acquired_at < end):
             continue
-        # Applied even after server-side filtering: harmless, and guards APIs that ignore it.
-        if scene.cloud_cover is not None and scene.cloud_cover > settings.max_cloud_cover:
-            continue
         valid.append(scene)
 
+    # Dedupe before the cloud filter: a newer processing that is now too cloudy must not
+    # let the older one it replaces back in. (With server-side filtering the API never
+    # returns that newer item, so there the older one can survive; see the README.)
     kept, superseded = dedupe_scenes(valid)
+    # Applied even after server-side filtering: harmless, and guards APIs that ignore it.
+    kept = [s for s in kept if s.cloud_cover is None or s.cloud_cover <= settings.max_cloud_cover]
     dropped: list[str] = []
     if len(kept) > settings.max_items_per_day:
         # Keep the clearest scenes; the rest are reported, never silently lost.

@@ -1,0 +1,144 @@
+"""What one measurement runs, in its own freshly forked process (GDAL caches empty).
+
+Imports of the heavy libraries happen in the fork server (``benchmarks._preload``), never
+inside the timed section; here they are looked up again from ``sys.modules`` at no cost.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+# Option names whose values must not end up in the printed output.
+_SECRET = ("SECRET", "ACCESS_KEY", "TOKEN", "PASSWORD")
+
+
+@dataclass(frozen=True)
+class Job:
+    method: str  # "pipeline" | "odc-stac"
+    endpoint_url: str
+    access_key: str
+    secret_key: str
+    bucket: str
+    paths: tuple[str, ...]  # /vsis3/ paths, pipeline
+    item: dict[str, Any]  # STAC item, odc-stac
+    bands: tuple[str, ...]
+    bbox: tuple[float, float, float, float]  # lon/lat AOI
+    epsg: int
+    resolution: float
+    anchor: tuple[float, float]  # odc-stac pixel snapping: the files' grid
+    threads: int
+    return_arrays: bool = False
+    region: str = "us-east-1"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _clean_aws_environment() -> None:
+    # Ambient settings must not steer either reader (both get explicit credentials).
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_S3_ENDPOINT", "AWS_NO_SIGN_REQUEST"):
+        os.environ.pop(name, None)
+    os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+
+
+def _sanitize(options: dict[str, Any]) -> dict[str, str]:
+    return {
+        k: ("***" if any(s in k.upper() for s in _SECRET) else str(v)) for k, v in options.items()
+    }
+
+
+def run_pipeline(job: Job) -> dict[str, Any]:
+    from shapely.geometry import box
+
+    from geospatial_pipeline.raster.extract import read_windows
+    from geospatial_pipeline.resources.storage import ObjectStoreResource
+
+    aoi = box(*job.bbox)
+    start = time.perf_counter()
+    resource = ObjectStoreResource(
+        url=f"s3://{job.bucket}",
+        endpoint_url=job.endpoint_url,
+        access_key_id=job.access_key,
+        secret_access_key=job.secret_key,
+        region=job.region,
+    )
+    options = resource.gdal_options()
+    session = resource.gdal_session()
+    windows = read_windows(
+        list(job.paths), aoi, gdal_options=options, session=session, max_workers=job.threads
+    )
+    elapsed = time.perf_counter() - start
+
+    result: dict[str, Any] = {
+        "ms": elapsed * 1000,
+        "shapes": {b: list(w.array.shape[1:]) if w else None for b, w in zip(job.bands, windows, strict=False)},
+        "gdal_options": _sanitize(options),
+    }
+    if job.return_arrays:
+        result["arrays"] = {b: w.array[0] for b, w in zip(job.bands, windows, strict=False) if w}
+        result["windows"] = {
+            b: (w.window.col_off, w.window.row_off) for b, w in zip(job.bands, windows, strict=False) if w
+        }
+    return result
+
+
+def run_odc_stac(job: Job) -> dict[str, Any]:
+    import odc.stac
+    import pystac
+    from odc.geo import xy_
+
+    item = pystac.Item.from_dict(job.item)
+    host = job.endpoint_url.split("://", 1)[-1]
+    gdal_options = {"AWS_HTTPS": "NO", "AWS_VIRTUAL_HOSTING": "FALSE", **job.extra}
+    start = time.perf_counter()
+    odc.stac.configure_rio(
+        cloud_defaults=True,
+        aws={
+            "aws_access_key_id": job.access_key,
+            "aws_secret_access_key": job.secret_key,
+            "region_name": job.region,
+            "endpoint_url": host,
+        },
+        **gdal_options,
+    )
+    ds = odc.stac.load(
+        [item],
+        bands=list(job.bands),
+        bbox=job.bbox,
+        crs=f"EPSG:{job.epsg}",
+        resolution=job.resolution,
+        anchor=xy_(*job.anchor),
+        pool=job.threads,
+    )
+    ds = ds.load()  # a no-op without chunks=; kept so nothing stays lazy
+    elapsed = time.perf_counter() - start
+
+    result: dict[str, Any] = {
+        "ms": elapsed * 1000,
+        "shapes": {b: list(ds[b].shape[1:]) for b in job.bands},
+        "gdal_options": _sanitize(
+            {**odc.loader._rio.GDAL_CLOUD_DEFAULTS, **gdal_options}
+        ),
+    }
+    if job.return_arrays:
+        result["arrays"] = {b: ds[b].values[0] for b in job.bands}
+        affine = ds.odc.geobox.affine
+        result["origin"] = (affine.c, affine.f)
+    return result
+
+
+RUNNERS = {"pipeline": run_pipeline, "odc-stac": run_odc_stac}
+
+
+def child_main(job: Job, conn: Connection) -> None:
+    """Entry point of the forked measurement process: run once, send the result, exit."""
+    try:
+        _clean_aws_environment()
+        conn.send(("ok", RUNNERS[job.method](job)))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
