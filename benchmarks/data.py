@@ -60,7 +60,7 @@ class Aoi:
         return (minx, miny, maxx, maxy)
 
 
-def _file_grid() -> tuple[float, float, float, int]:
+def file_grid() -> tuple[float, float, float, int]:
     with rasterio.open(COG_DIR / BANDS["red"]) as src:
         t = src.transform
         return t.c, t.f, t.a, src.block_shapes[0][0]
@@ -68,16 +68,22 @@ def _file_grid() -> tuple[float, float, float, int]:
 
 def aois() -> list[Aoi]:
     """Two AOIs inside one 512-px tile (1 tile per band), two spanning 4 and 9 tiles."""
-    x0, y0, res, block = _file_grid()
+    x0, y0, res, block = file_grid()
     tile = block * res  # 51.2 km at these decimated 100 m pixels
-    in_tile = (x0 + 1.5 * tile, y0 - 1.5 * tile)  # centre of the full-res tile (1, 1)
+    # Centres are moved by half a pixel (50 m east, 50 m south) so that no AOI edge falls
+    # within 1/100 pixel of a pixel edge: there odc-geo's snapping tolerance (0.01 px) and
+    # the pipeline's outward rounding legitimately differ by one row/column, and the two
+    # readers would no longer read the same window.
+    nudge = res / 2
+    in_tile = (x0 + 1.5 * tile + nudge, y0 - 1.5 * tile - nudge)  # in full-res tile (1, 1)
     with rasterio.open(COG_DIR / BANDS["red"]) as src:
-        cx, cy = (src.bounds.left + src.bounds.right) / 2, (src.bounds.bottom + src.bounds.top) / 2
+        b = src.bounds
+        centre = ((b.left + b.right) / 2 + nudge, (b.bottom + b.top) / 2 - nudge)
     return [
         Aoi("5km", 5, in_tile, "inside one tile"),
         Aoi("20km", 20, in_tile, "inside one tile"),
-        Aoi("60km", 60, (cx, cy), "scene centre, 2x2 tiles"),
-        Aoi("100km", 100, (cx, cy), "scene centre, 3x3 tiles"),
+        Aoi("60km", 60, centre, "scene centre, 2x2 tiles"),
+        Aoi("100km", 100, centre, "scene centre, 3x3 tiles"),
     ]
 
 

@@ -27,14 +27,19 @@ class Job:
     paths: tuple[str, ...]  # /vsis3/ paths, pipeline
     item: dict[str, Any]  # STAC item, odc-stac
     bands: tuple[str, ...]
-    bbox: tuple[float, float, float, float]  # lon/lat AOI
+    bbox: tuple[float, float, float, float]  # lon/lat AOI (a box)
+    geopolygon: dict[str, Any]  # the same box densified like the pipeline does, GeoJSON
     epsg: int
     resolution: float
     anchor: tuple[float, float]  # odc-stac pixel snapping: the files' grid
     threads: int
     return_arrays: bool = False
     region: str = "us-east-1"
+    # GDAL options laid over each reader's own (empty in the benchmark; for exploring).
     extra: dict[str, Any] = field(default_factory=dict)
+    # odc-stac credentials: "session" = configure_rio(aws={...}) (the benchmark's, and the
+    # faster of the two here), "env" = AWS_* environment variables (exploring only).
+    odc_credentials: str = "session"
 
 
 def _clean_aws_environment() -> None:
@@ -65,7 +70,7 @@ def run_pipeline(job: Job) -> dict[str, Any]:
         secret_access_key=job.secret_key,
         region=job.region,
     )
-    options = resource.gdal_options()
+    options = {**resource.gdal_options(), **job.extra}  # extra: exploration only
     session = resource.gdal_session()
     windows = read_windows(
         list(job.paths), aoi, gdal_options=options, session=session, max_workers=job.threads
@@ -74,13 +79,18 @@ def run_pipeline(job: Job) -> dict[str, Any]:
 
     result: dict[str, Any] = {
         "ms": elapsed * 1000,
-        "shapes": {b: list(w.array.shape[1:]) if w else None for b, w in zip(job.bands, windows, strict=False)},
+        "shapes": {
+            b: list(w.array.shape[1:]) if w else None
+            for b, w in zip(job.bands, windows, strict=True)
+        },
         "gdal_options": _sanitize(options),
     }
     if job.return_arrays:
-        result["arrays"] = {b: w.array[0] for b, w in zip(job.bands, windows, strict=False) if w}
+        result["arrays"] = {b: w.array[0] for b, w in zip(job.bands, windows, strict=True) if w}
         result["windows"] = {
-            b: (w.window.col_off, w.window.row_off) for b, w in zip(job.bands, windows, strict=False) if w
+            b: (w.window.col_off, w.window.row_off)
+            for b, w in zip(job.bands, windows, strict=True)
+            if w
         }
     return result
 
@@ -93,21 +103,30 @@ def run_odc_stac(job: Job) -> dict[str, Any]:
     item = pystac.Item.from_dict(job.item)
     host = job.endpoint_url.split("://", 1)[-1]
     gdal_options = {"AWS_HTTPS": "NO", "AWS_VIRTUAL_HOSTING": "FALSE", **job.extra}
+    aws: dict[str, Any] | None = {
+        "aws_access_key_id": job.access_key,
+        "aws_secret_access_key": job.secret_key,
+        "region_name": job.region,
+        "endpoint_url": host,
+    }
+    if job.odc_credentials == "env":
+        aws = None
+        os.environ.update(
+            {
+                "AWS_ACCESS_KEY_ID": job.access_key,
+                "AWS_SECRET_ACCESS_KEY": job.secret_key,
+                "AWS_REGION": job.region,
+                "AWS_S3_ENDPOINT": host,
+                "AWS_HTTPS": "NO",
+                "AWS_VIRTUAL_HOSTING": "FALSE",
+            }
+        )
     start = time.perf_counter()
-    odc.stac.configure_rio(
-        cloud_defaults=True,
-        aws={
-            "aws_access_key_id": job.access_key,
-            "aws_secret_access_key": job.secret_key,
-            "region_name": job.region,
-            "endpoint_url": host,
-        },
-        **gdal_options,
-    )
+    odc.stac.configure_rio(cloud_defaults=True, aws=aws, **gdal_options)
     ds = odc.stac.load(
         [item],
         bands=list(job.bands),
-        bbox=job.bbox,
+        geopolygon=job.geopolygon,
         crs=f"EPSG:{job.epsg}",
         resolution=job.resolution,
         anchor=xy_(*job.anchor),
@@ -119,9 +138,7 @@ def run_odc_stac(job: Job) -> dict[str, Any]:
     result: dict[str, Any] = {
         "ms": elapsed * 1000,
         "shapes": {b: list(ds[b].shape[1:]) for b in job.bands},
-        "gdal_options": _sanitize(
-            {**odc.loader._rio.GDAL_CLOUD_DEFAULTS, **gdal_options}
-        ),
+        "gdal_options": _sanitize({**odc.loader._rio.GDAL_CLOUD_DEFAULTS, **gdal_options}),
     }
     if job.return_arrays:
         result["arrays"] = {b: ds[b].values[0] for b in job.bands}

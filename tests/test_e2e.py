@@ -71,9 +71,17 @@ def pipeline_config(stac_url: str, s3: Any, bucket: str, warehouse: dict[str, An
 
 @contextlib.contextmanager
 def s3_env(s3: Any) -> Iterator[None]:
+    """Credentials the way production gets them: from the environment (AWS chain).
+
+    Only credentials: GDAL endpoint options set here would outlive the test, because
+    rasterio writes the value an option had on entering an Env back as a global GDAL
+    option on leaving it, and GDAL reads environment variables as option values.
+    """
     mp = pytest.MonkeyPatch()
-    for key, value in s3.env().items():
-        mp.setenv(key, value)
+    mp.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
+    mp.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+    mp.delenv("AWS_SESSION_TOKEN", raising=False)
+    mp.delenv("AWS_PROFILE", raising=False)
     try:
         yield
     finally:

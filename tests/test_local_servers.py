@@ -85,6 +85,26 @@ def assert_loopback_only(ports: set[int]) -> None:
     assert not exposed, f"listening beyond loopback: {exposed}"
 
 
+def listening_of(pids: list[int]) -> list[tuple[str, int]]:
+    """Listening TCP sockets owned by ``pids``: their socket inodes matched in /proc."""
+    inodes = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = []
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        if not table.exists():
+            continue
+        for line in table.read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A" and cols[9] in inodes:
+                addr, port = cols[1].split(":")
+                found.append((_proc_address(addr), int(port, 16)))
+    return found
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -100,6 +120,19 @@ def wait_gone(pid: int, timeout_s: float = 10) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_proxy_env() -> Iterator[None]:
+    """Clients in these tests talk to 127.0.0.1; a CI proxy must not intercept them."""
+    mp = pytest.MonkeyPatch()
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        mp.delenv(name, raising=False)
+        mp.delenv(name.lower(), raising=False)
+    try:
+        yield
+    finally:
+        mp.undo()
 
 
 # ======================================================================== SeaweedFS S3
@@ -215,6 +248,23 @@ def test_gdal_reads_window_with_env_options(
     np.testing.assert_array_equal(window, data[130:133, 70:75])
 
 
+@pytest.fixture
+def forget_gdal_config(s3: SeaweedS3Server) -> Iterator[None]:
+    """Drop GDAL config options that rasterio.Env leaves behind.
+
+    On leaving the outermost ``rasterio.Env(KEY=...)``, rasterio writes back the value
+    KEY had on entry as a *global* GDAL option, and GDAL reports environment variables
+    as option values. So an ambient variable set by monkeypatch outlives the test inside
+    GDAL (``AWS_NO_SIGN_REQUEST=YES`` made later tests' reads "Access Denied").
+    """
+    yield
+    from rasterio._env import del_gdal_config
+
+    for key in [*s3.gdal_env_options(), "AWS_PROFILE"]:
+        del_gdal_config(key)
+
+
+@pytest.mark.usefixtures("forget_gdal_config")
 def test_gdal_reads_window_with_rasterio_env(
     s3: SeaweedS3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -264,12 +314,16 @@ def test_s3_listens_on_loopback_only(s3: SeaweedS3Server) -> None:
     ):
         assert flag in command
     ports = set(s3.ports.values())
+    # The admin component opens its ports a moment after S3 is ready.
+    deadline = time.monotonic() + 15
+    while {p for _, p in s3.listening_addresses()} != ports and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert_loopback_only(ports)
     # Everything weed's process group listens on is one of the ports we chose: no
     # default port (8333, 9333, 6060, ...) slipped through.
     group = process_group_pids(s3.pid)
     assert group, "weed's process group is empty"
-    owned = s3.listening_addresses()
+    owned = listening_of(group)
     assert {p for _, p in owned} == ports
     assert all(addr == "127.0.0.1" for addr, _ in owned), owned
 
@@ -288,13 +342,17 @@ def test_s3_startup_failure_raises_with_log_and_cleans_up() -> None:
 def test_s3_stop_ends_process_group_and_cleans_up(s3: SeaweedS3Server) -> None:
     """Runs last among the S3 tests: it stops the module's server."""
     pid, ports, data_dir = s3.pid, set(s3.ports.values()), s3.data_dir
-    grpc_ports = [p for flag, p in s3.ports.items() if flag.endswith(".grpc")]
+    grpc_sockets = [
+        Path(f"/tmp/seaweedfs-{flag.split('.')[0]}-grpc-{port}.sock")
+        for flag, port in s3.ports.items()
+        if flag.endswith(".grpc")
+    ]
     s3.stop()
     assert wait_gone(pid), f"weed pid {pid} still alive after stop()"
     assert process_group_pids(pid) == []
     assert not [(a, p) for a, p in tcp_listeners() if p in ports]
     assert not data_dir.exists(), "the temp data dir it created should be removed"
-    assert not [p for p in grpc_ports if Path(f"/tmp/seaweedfs-s3-grpc-{p}.sock").exists()]
+    assert not [sock for sock in grpc_sockets if sock.exists()]
     assert not s3.is_running
     s3.stop()  # idempotent
 
@@ -463,8 +521,14 @@ def test_stac_cli_serves_until_interrupted(
         output, _ = cli.communicate(timeout=20)
     finally:
         if cli.poll() is None:
-            cli.kill()
-            cli.communicate()
+            # SIGKILL would orphan rustac (it runs in its own session); SIGTERM lets the
+            # CLI stop it first.
+            cli.terminate()
+            try:
+                cli.communicate(timeout=20)
+            except subprocess.TimeoutExpired:
+                cli.kill()
+                cli.communicate()
     assert cli.returncode == 0, output.decode()
     # rustac ran in its own session; it must be gone with the CLI.
     assert not [(a, p) for a, p in tcp_listeners() if p == port]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import sys
@@ -13,8 +12,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from geospatial_pipeline.errors import LocalServerError
-
-logger = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
 _TCP_LISTEN = "0A"  # state code of a listening socket in /proc/net/tcp*
@@ -50,6 +47,35 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def free_port_pair(
+    offset: int, *, exclude: Iterable[int] = (), attempts: int = 200
+) -> tuple[int, int]:
+    """Return free loopback ports ``p`` and ``p + offset`` (both bindable right now).
+
+    For servers that derive one port from another instead of honouring the flag for it.
+    """
+    excluded = set(exclude)
+    for _ in range(attempts):
+        with (
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as first,
+            socket.socket(socket.AF_INET, socket.SOCK_STREAM) as second,
+        ):
+            first.bind((LOOPBACK, 0))
+            port = int(first.getsockname()[1])
+            if port + offset > 65535 or {port, port + offset} & excluded:
+                continue
+            try:
+                second.bind((LOOPBACK, port + offset))
+            except OSError:
+                continue
+            return port, port + offset
+    raise LocalServerError(f"no free loopback port pair {offset} apart after {attempts} tries")
+
+
+# Local servers listen on loopback; never route the probe through an HTTP(S)_PROXY.
+_NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def wait_for_http(
     url: str,
     timeout_s: float,
@@ -71,7 +97,7 @@ def wait_for_http(
         if is_alive is not None and not is_alive():
             raise LocalServerError(f"server process exited before {url} answered")
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (scheme checked above)
+            with _NO_PROXY_OPENER.open(url, timeout=2) as response:
                 response.read()
                 return
         except urllib.error.HTTPError:

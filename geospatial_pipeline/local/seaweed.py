@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -26,7 +27,12 @@ from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError, ClientError
 
 from geospatial_pipeline.errors import LocalServerError
-from geospatial_pipeline.local.ports import LOOPBACK, free_ports, listening_sockets
+from geospatial_pipeline.local.ports import (
+    LOOPBACK,
+    free_port_pair,
+    free_ports,
+    listening_sockets,
+)
 
 if TYPE_CHECKING:
     import rasterio
@@ -40,7 +46,7 @@ DEFAULT_ACCESS_KEY = "geospatial-local"
 DEFAULT_SECRET_KEY = "geospatial-local-secret"  # noqa: S105 (throwaway local server)
 REGION = "us-east-1"
 
-# Flags the brief fixes: weed's defaults bind every interface, report telemetry and
+# Always passed: weed's defaults bind every interface, report telemetry and
 # start extra listeners (WebDAV, admin UI, Iceberg and Lance catalogs) we never use.
 _BASE_FLAGS = (
     "-ip=127.0.0.1",
@@ -54,8 +60,7 @@ _BASE_FLAGS = (
 
 # Every TCP listener weed mini opens. Each gets an explicit free port: the gRPC
 # defaults are "http port + 10000", which overflows 65535 for ephemeral ports and would
-# collide between parallel servers anyway. The admin server still runs (for its
-# maintenance workers) even with -admin.ui=false, so it needs ports too.
+# collide between parallel servers anyway.
 _PORT_FLAGS = (
     "master.port",
     "master.port.grpc",
@@ -65,9 +70,11 @@ _PORT_FLAGS = (
     "filer.port.grpc",
     "s3.port",
     "s3.port.grpc",
-    "admin.port",
-    "admin.port.grpc",
 )
+# The admin server still runs with -admin.ui=false (it drives the maintenance worker).
+# weed mini's built-in worker ignores -admin.port.grpc and dials admin.port + 10000, so
+# the two must be exactly that far apart or the worker retries forever.
+_ADMIN_GRPC_OFFSET = 10000
 
 # Unix socket paths are limited to 108 bytes (sun_path); keep a margin.
 _MAX_SOCKET_PATH = 100
@@ -135,6 +142,9 @@ class SeaweedS3Server:
         self._log_file: IO[bytes] | None = None
         self._log_offset = 0
         self._ports: dict[str, int] = {}
+        self._local_sockets: list[Path] = []
+        self._boto_session: boto3.session.Session | None = None
+        self._boto_lock = threading.Lock()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -238,21 +248,30 @@ class SeaweedS3Server:
     # ------------------------------------------------------------------ clients
     def boto3_client(self) -> S3Client:
         """A boto3 S3 client with path-style addressing and SigV4 for this server."""
-        client: S3Client = boto3.client(
-            "s3",
-            endpoint_url=self.endpoint_url,
-            aws_access_key_id=self._access_key,
-            aws_secret_access_key=self._secret_key,
-            aws_session_token=None,
-            region_name=REGION,
-            config=Config(
-                signature_version="s3v4",
-                s3={"addressing_style": "path"},
-                retries={"max_attempts": 3, "mode": "standard"},
-                connect_timeout=5,
-                read_timeout=60,
-            ),
+        config = Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=60,
+            # An empty mapping (unlike None) stops botocore from using HTTP(S)_PROXY,
+            # which would otherwise intercept requests to this loopback server.
+            proxies={},
         )
+        # One session per server, clients created under a lock: boto3's module-level
+        # default session is shared state, and client creation is not thread-safe.
+        with self._boto_lock:
+            if self._boto_session is None:
+                self._boto_session = boto3.session.Session()
+            client: S3Client = self._boto_session.client(
+                "s3",
+                endpoint_url=self.endpoint_url,
+                aws_access_key_id=self._access_key,
+                aws_secret_access_key=self._secret_key,
+                aws_session_token=None,
+                region_name=REGION,
+                config=config,
+            )
         return client
 
     def create_bucket(self, name: str) -> None:
@@ -410,8 +429,11 @@ class SeaweedS3Server:
         s3_config = self._write_s3_config()
         assert self._socket_dir is not None
         self._ports = dict(zip(_PORT_FLAGS, free_ports(len(_PORT_FLAGS)), strict=True))
+        admin, admin_grpc = free_port_pair(_ADMIN_GRPC_OFFSET, exclude=self._ports.values())
+        self._ports.update({"admin.port": admin, "admin.port.grpc": admin_grpc})
         s3_socket = self._socket_dir / f"s3-{self._ports['s3.port']}.sock"
         filer_socket = self._socket_dir / f"filer-{self._ports['filer.port']}.sock"
+        self._local_sockets = [s3_socket, filer_socket]
         args = [
             str(weed),
             # glog otherwise writes weed.* files into /tmp that nobody cleans up.
@@ -429,8 +451,8 @@ class SeaweedS3Server:
             # waiting on this volume server, so shut down at once.
             "-volume.preStopSeconds=0",
         ]
-        # A stale mini.options from a previous run on a reused data dir is loaded at
-        # startup; explicit flags win, but remove it so nothing surprising leaks in.
+        # weed mini saves its options to mini.options and loads that file on the next
+        # start; on a reused data dir, drop it so only the flags above apply.
         (self.data_dir / "mini.options").unlink(missing_ok=True)
         self._log_file = self.log_path.open("ab")
         self._log_offset = self._log_file.tell()
@@ -504,18 +526,21 @@ class SeaweedS3Server:
                 self._log_file.close()
                 self._log_file = None
             if proc is not None:
-                self._remove_grpc_sockets()
+                self._remove_sockets()
             self._ports = {}
+            self._local_sockets = []
 
-    def _remove_grpc_sockets(self) -> None:
-        # weed hard-codes /tmp/seaweedfs-<component>-grpc-<port>.sock (TMPDIR is ignored,
-        # there is no flag) and does not always unlink them on exit. The port numbers
-        # were ours, so these files were created by our now-dead process.
+    def _remove_sockets(self) -> None:
+        # weed does not always unlink its Unix sockets on exit. The HTTP ones are in our
+        # socket dir (which may be a reused data dir); the gRPC ones are hard-coded to
+        # /tmp/seaweedfs-<component>-grpc-<port>.sock (no flag, TMPDIR ignored). The port
+        # numbers were ours, so these files belong to our now-dead process.
+        sockets = list(self._local_sockets)
         for flag, port in self._ports.items():
-            if not flag.endswith(".grpc"):
-                continue
-            component = flag.split(".", 1)[0]
-            sock = Path(f"/tmp/seaweedfs-{component}-grpc-{port}.sock")  # noqa: S108
+            if flag.endswith(".grpc"):
+                component = flag.split(".", 1)[0]
+                sockets.append(Path(f"/tmp/seaweedfs-{component}-grpc-{port}.sock"))  # noqa: S108
+        for sock in sockets:
             with contextlib.suppress(OSError):
                 if sock.is_socket():
                     sock.unlink()

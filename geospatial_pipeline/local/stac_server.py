@@ -63,7 +63,8 @@ def find_rustac() -> Path:
 def load_items(path: Path) -> list[dict[str, Any]]:
     """Read STAC items from ``.ndjson``/``.jsonl`` (one per line) or ``.json``.
 
-    A ``.json`` file may hold a single Item or an ItemCollection / FeatureCollection.
+    A ``.json`` file may hold a single Item, a list of Items, or an ItemCollection /
+    FeatureCollection.
     """
     text = path.read_text(encoding="utf-8")
     if path.suffix.lower() in (".ndjson", ".jsonl", ".geojsonl"):
@@ -73,6 +74,8 @@ def load_items(path: Path) -> list[dict[str, Any]]:
         return list(data.get("features", []))
     if isinstance(data, dict) and data.get("type") == "Feature":
         return [data]
+    if isinstance(data, list):
+        return data
     raise LocalServerError(f"{path} is neither a STAC Item nor a FeatureCollection")
 
 
@@ -116,7 +119,8 @@ class RustacStacServer:
         startup_timeout_s: float = 30,
         inherit_output: bool = False,
     ) -> None:
-        """
+        """Configure the server; nothing runs until :meth:`start`.
+
         Args:
             items: STAC items to serve. Duplicates (same collection and id) keep the last.
             collections: STAC collections; collections that items reference but that are
@@ -194,7 +198,11 @@ class RustacStacServer:
             raise LocalServerError("RustacStacServer is already started")
         rustac = find_rustac()
         self._prepare_workdir()
-        hrefs = self._write_inputs()
+        try:
+            hrefs = self._write_inputs()
+        except BaseException:
+            self._cleanup_workdir()
+            raise
         for attempt in range(1, _START_ATTEMPTS + 1):
             if self._requested_port is None:
                 self._port = free_port()
@@ -304,8 +312,6 @@ class RustacStacServer:
             for item in self._items:
                 fh.write(json.dumps(item, separators=(",", ":")))
                 fh.write("\n")
-        # Collections first so rustac attaches items to them instead of generating
-        # placeholder collections from the items.
         hrefs.append(items_path)
         return hrefs
 
@@ -403,7 +409,12 @@ def iter_search_pages(
     Handles both link styles: GET links with the token in the URL, and POST links that
     carry a ``body`` (merged into the previous body when ``merge`` is true).
     """
-    http = session or requests.Session()
+    if session is None:
+        session = requests.Session()
+        # The servers here are on loopback; an HTTP(S)_PROXY meant for the internet
+        # must not intercept them.
+        session.trust_env = False
+    http = session
     method, href, current = "POST", f"{url.rstrip('/')}/search", dict(body)
     seen: set[str] = set()
     while True:

@@ -1,9 +1,9 @@
 """GDAL settings for reading COG windows over HTTP/S3 (see shared PERFORMANCE.md).
 
 Each was measured to matter: without EMPTY_DIR every open adds a LIST request; merged
-ranges fold neighbouring tiles into one GET; with VSI_CACHE on, the default ingest size at
-open costs a second request; and GDAL batches tile fetches only up to the raw block cache,
-so large windows split into extra requests below the window's size.
+ranges fold neighbouring tiles into one GET; VSI_CACHE is off (with it on, the default
+ingest size at open costs a second request); and GDAL batches tile fetches only up to the
+raw block cache, so large windows split into extra requests below the window's size.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ def cloud_read_options(max_window_bytes: int = 64 * MIB) -> dict[str, Any]:
     return {
         "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
         "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
-        "GDAL_INGESTED_BYTES_AT_OPEN": "32768",
-        "VSI_CACHE": "TRUE",
-        "VSI_CACHE_SIZE": str(64 * MIB),
+        # Each COG is opened once and one window read: the VSI cache gains nothing, and a
+        # smaller first read fits a COG header (benchmarks: bytes 1.039 -> 1.023 x ideal).
+        "VSI_CACHE": "FALSE",
+        "GDAL_INGESTED_BYTES_AT_OPEN": "16384",
         "GDAL_MAX_RAW_BLOCK_CACHE_SIZE": str(max(max_window_bytes, 10 * MIB)),
         "GDAL_CACHEMAX": 256 * MIB,  # rasterio hands this one to GDALSetCacheMax64: bytes
         "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.TIFF",

@@ -1,0 +1,1 @@
+"""Benchmarks of geospatial_pipeline (run with ``make bench``)."""

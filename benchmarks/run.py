@@ -1,0 +1,406 @@
+"""Benchmark: the pipeline's COG window reads vs odc-stac, against a real S3 server.
+
+``make bench`` (= ``.venv/bin/python -m benchmarks.run``). See benchmarks/README.md.
+
+1. Start SeaweedFS (a real S3 server) on 127.0.0.1, upload the real COGs of
+   ../shared/data and build the real STAC item with ``s3://`` hrefs.
+2. Bytes pass: both readers go through a byte-counting proxy, once per AOI; their arrays
+   are compared (same shapes, same values) so that both measure the same work.
+3. Timing pass: both readers go straight to the server; every repetition runs in a
+   freshly forked process (cold GDAL caches), the two readers alternating.
+4. Print the table and, as the last line, one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from multiprocessing.context import ForkServerContext
+from typing import Any
+
+import numpy as np
+from shapely.geometry import mapping
+
+from benchmarks import data
+from benchmarks.proxy import ByteCountingProxy, PathStats
+from benchmarks.workers import Job, child_main
+from geospatial_pipeline.raster.window import DENSIFY_DEGREES
+
+THREADS = 4
+REPETITIONS = 7
+TARGET_BYTES_RATIO = 1.10
+TARGET_TIME_RATIO = 0.8
+CHILD_TIMEOUT_S = 120  # the first child also waits for the fork server's imports
+METHODS = ("pipeline", "odc-stac")
+
+
+@dataclass
+class AoiResult:
+    aoi: data.Aoi
+    ideal: list[data.IdealWindow]
+    bytes_stats: dict[str, dict[str, PathStats]]  # method -> object path -> stats
+    ms: dict[str, list[float]]
+    shape: tuple[int, int]
+
+    def fetched(self, method: str, asset: str | None = None) -> int:
+        paths = [f"/{data.BUCKET}/{data.object_key(a)}" for a in data.BANDS]
+        if asset is not None:
+            paths = [f"/{data.BUCKET}/{data.object_key(asset)}"]
+        stats = self.bytes_stats[method]
+        return sum(stats[p].body_bytes for p in paths if p in stats)
+
+    def requests(self, method: str, asset: str | None = None) -> int:
+        stats = self.bytes_stats[method]
+        if asset is None:
+            return sum(s.requests for s in stats.values())
+        return stats.get(f"/{data.BUCKET}/{data.object_key(asset)}", PathStats()).requests
+
+    @property
+    def ideal_bytes(self) -> int:
+        return sum(w.ideal_bytes for w in self.ideal)
+
+    def median_ms(self, method: str) -> float:
+        return statistics.median(self.ms[method])
+
+
+def run_fresh(ctx: ForkServerContext, job: Job) -> dict[str, Any]:
+    """Run ``job`` in a new process forked from the pre-imported fork server."""
+    receiver, sender = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=child_main, args=(job, sender), daemon=True)
+    proc.start()
+    sender.close()
+    try:
+        if not receiver.poll(CHILD_TIMEOUT_S):
+            raise TimeoutError(f"{job.method} child gave no result in {CHILD_TIMEOUT_S}s")
+        status, payload = receiver.recv()
+    finally:
+        receiver.close()
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
+    if status != "ok":
+        raise RuntimeError(f"{job.method} child failed:\n{payload}")
+    return dict(payload)
+
+
+def check_same_work(aoi: data.Aoi, results: dict[str, dict[str, Any]]) -> tuple[int, int]:
+    """Both readers must return the same windows: same shapes and values for the 100 m
+    bands; odc-stac's 100 m SCL must be the pipeline's 200 m SCL upsampled (nearest)."""
+    pipe, odc = results["pipeline"], results["odc-stac"]
+    shape = None
+    for band in data.BANDS:
+        a_pipe, a_odc = pipe["arrays"][band], odc["arrays"][band]
+        if band == "scl":
+            continue
+        if a_pipe.shape != a_odc.shape:
+            raise AssertionError(f"{aoi.name}/{band}: shapes {a_pipe.shape} vs {a_odc.shape}")
+        if not np.array_equal(a_pipe, a_odc):
+            raise AssertionError(f"{aoi.name}/{band}: values differ")
+        shape = a_pipe.shape
+    assert shape is not None
+    # SCL: 100 m pixel i of the odc grid lies in 200 m pixel (off100 + i) // 2 of the file
+    # (both grids start at the same corner of the scene).
+    col100, row100 = pipe["windows"]["red"]
+    col200, row200 = pipe["windows"]["scl"]
+    rows = (row100 + np.arange(shape[0])) // 2 - row200
+    cols = (col100 + np.arange(shape[1])) // 2 - col200
+    expected = pipe["arrays"]["scl"][np.ix_(rows, cols)]
+    if odc["arrays"]["scl"].shape != expected.shape or not np.array_equal(
+        odc["arrays"]["scl"], expected
+    ):
+        raise AssertionError(f"{aoi.name}/scl: odc-stac's SCL is not the upsampled window")
+    return int(shape[0]), int(shape[1])
+
+
+def kb(n: float) -> str:
+    return f"{n / 1000:,.1f}"
+
+
+def print_report(
+    results: list[AoiResult],
+    conditions: dict[str, Any],
+    summary: dict[str, Any],
+) -> None:
+    print()
+    print("COG window reads from S3 (SeaweedFS on 127.0.0.1): pipeline vs odc-stac")
+    print("=" * 78)
+    for key, value in conditions.items():
+        print(f"{key:<22} {value}")
+    print()
+    print("Per band window (bytes pass, through the counting proxy; KB = 1000 bytes)")
+    head = (
+        f"{'AOI':<6} {'band':<5} {'window px':>10} {'tiles':>5} {'ideal KB':>9} "
+        f"{'pipeline KB':>11} {'req':>3} {'ratio':>6} {'odc KB':>9} {'req':>3} {'ratio':>6}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        for w in r.ideal:
+            fp, fo = r.fetched("pipeline", w.asset), r.fetched("odc-stac", w.asset)
+            print(
+                f"{r.aoi.name:<6} {w.asset:<5} {f'{w.window.width}x{w.window.height}':>10} "
+                f"{w.tiles:>5} {kb(w.ideal_bytes):>9} {kb(fp):>11} "
+                f"{r.requests('pipeline', w.asset):>3} {fp / w.ideal_bytes:>6.3f} "
+                f"{kb(fo):>9} {r.requests('odc-stac', w.asset):>3} {fo / w.ideal_bytes:>6.3f}"
+            )
+    print()
+    print(
+        f"Per AOI (5 bands; bytes from the proxy pass; times = median of "
+        f"{conditions['repetitions']} cold runs, direct to the server)"
+    )
+    head = (
+        f"{'AOI':<6} {'where':<24} {'ideal KB':>9} {'pipe KB':>9} {'req':>4} "
+        f"{'bytes_ratio':>11} {'odc KB':>9} {'req':>4} {'odc ratio':>9} "
+        f"{'pipe ms':>8} {'odc ms':>8} {'time ratio':>10}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        fp, fo = r.fetched("pipeline"), r.fetched("odc-stac")
+        mp, mo = r.median_ms("pipeline"), r.median_ms("odc-stac")
+        print(
+            f"{r.aoi.name:<6} {r.aoi.note:<24} {kb(r.ideal_bytes):>9} {kb(fp):>9} "
+            f"{r.requests('pipeline'):>4} {fp / r.ideal_bytes:>11.3f} {kb(fo):>9} "
+            f"{r.requests('odc-stac'):>4} {fo / r.ideal_bytes:>9.3f} "
+            f"{mp:>8.1f} {mo:>8.1f} {mp / mo:>10.3f}"
+        )
+    print("-" * len(head))
+    print(
+        f"{'all':<6} {'':<24} {kb(summary['ideal_bytes']):>9} "
+        f"{kb(summary['pipeline_bytes']):>9} {summary['pipeline_requests']:>4} "
+        f"{summary['bytes_ratio']:>11.3f} {kb(summary['odc_stac_bytes']):>9} "
+        f"{summary['odc_stac_requests']:>4} {summary['odc_stac_bytes_ratio']:>9.3f} "
+        f"{summary['pipeline_ms_median']:>8.1f} {summary['odc_stac_ms_median']:>8.1f} "
+        f"{summary['time_vs_odc_stac']:>10.3f}"
+    )
+    print()
+    print("Timed runs (ms, in run order):")
+    for r in results:
+        for method in METHODS:
+            runs = " ".join(f"{v:.0f}" for v in r.ms[method])
+            print(f"  {r.aoi.name:<6} {method:<9} {runs}")
+    print()
+    ok_b = summary["bytes_ratio"] <= TARGET_BYTES_RATIO
+    ok_t = summary["time_vs_odc_stac"] <= TARGET_TIME_RATIO
+    print(
+        f"targets: bytes_ratio {summary['bytes_ratio']:.3f} <= {TARGET_BYTES_RATIO} "
+        f"{'MET' if ok_b else 'NOT MET'}; time_vs_odc_stac {summary['time_vs_odc_stac']:.3f}"
+        f" <= {TARGET_TIME_RATIO} {'MET' if ok_t else 'NOT MET'}"
+    )
+
+
+def stop_fork_server() -> None:
+    """Stop the fork server now, so nothing it prints at exit lands after the JSON line."""
+    from multiprocessing import forkserver
+
+    stop = getattr(forkserver._forkserver, "_stop", None)  # private; there since 3.8
+    if stop is not None:
+        stop()
+
+
+def measure(
+    ctx: ForkServerContext,
+    aois: list[tuple[data.Aoi, list[data.IdealWindow]]],
+    item: dict[str, Any],
+    anchor: tuple[float, float],
+    res: float,
+    args: argparse.Namespace,
+) -> tuple[list[AoiResult], dict[str, dict[str, str]]]:
+    """Start the server; run the bytes pass, then the timing pass."""
+    from geospatial_pipeline.local.seaweed import SeaweedS3Server
+
+    results: list[AoiResult] = []
+    gdal_options: dict[str, dict[str, str]] = {}
+    with SeaweedS3Server() as s3:
+        s3.create_bucket(data.BUCKET)
+        client = s3.boto3_client()
+        for asset, name in data.BANDS.items():
+            client.upload_file(str(data.COG_DIR / name), data.BUCKET, data.object_key(asset))
+        upstream = ("127.0.0.1", s3.s3_port)
+
+        def job(method: str, aoi: data.Aoi, endpoint: str, arrays: bool = False) -> Job:
+            return Job(
+                method=method,
+                endpoint_url=endpoint,
+                access_key=s3.access_key,
+                secret_key=s3.secret_key,
+                bucket=data.BUCKET,
+                paths=tuple(data.gdal_paths()),
+                item=item,
+                bands=tuple(data.BANDS),
+                bbox=aoi.bbox,
+                geopolygon=mapping(aoi.geometry().segmentize(DENSIFY_DEGREES)),
+                epsg=data.EPSG,
+                resolution=res,
+                anchor=anchor,
+                threads=args.threads,
+                return_arrays=arrays,
+            )
+
+        # Bytes pass, through the proxy; also checks that both readers do the same work.
+        with ByteCountingProxy(upstream, max_lifetime_s=600) as proxy:
+            for aoi, ideal in aois:
+                stats: dict[str, dict[str, PathStats]] = {}
+                outputs: dict[str, dict[str, Any]] = {}
+                for method in METHODS:
+                    proxy.reset()
+                    outputs[method] = run_fresh(ctx, job(method, aoi, proxy.endpoint_url, True))
+                    proxy.wait_idle()
+                    stats[method] = proxy.snapshot()
+                    gdal_options[method] = outputs[method]["gdal_options"]
+                if proxy.unparsed_bytes:
+                    raise RuntimeError("proxy met HTTP framing it cannot count")
+                shape = check_same_work(aoi, outputs)
+                results.append(AoiResult(aoi, ideal, stats, {m: [] for m in METHODS}, shape))
+
+        # Timing pass: direct to the server, one fresh process per run, readers alternating.
+        for method in METHODS:  # discarded warm-up: server-side caches, page cache
+            run_fresh(ctx, job(method, aois[0][0], s3.endpoint_url))
+        for rep in range(args.repetitions):
+            for i, r in enumerate(results):
+                order = METHODS if (rep + i) % 2 == 0 else METHODS[::-1]
+                for method in order:
+                    out = run_fresh(ctx, job(method, r.aoi, s3.endpoint_url))
+                    if tuple(out["shapes"]["red"]) != r.shape:
+                        raise AssertionError(f"{method} read a different window in a timed run")
+                    r.ms[method].append(float(out["ms"]))
+    return results, gdal_options
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repetitions", type=int, default=REPETITIONS)
+    parser.add_argument("--threads", type=int, default=THREADS)
+    args = parser.parse_args(argv)
+    if args.repetitions < 1:
+        parser.error("--repetitions must be >= 1")
+
+    if not data.COG_DIR.is_dir() or not data.ITEM_PATH.is_file():
+        print(f"shared data not found under {data.SHARED_DATA}", file=sys.stderr)
+        return 2
+
+    t_start = time.monotonic()
+    aois = data.aois()
+    ideals = {a.name: data.ideal_windows(a.geometry()) for a in aois}
+    item = data.item_dict()
+    x0, y0, res, _ = data.file_grid()
+    anchor = ((x0 / res) % 1.0, (y0 / res) % 1.0)  # the files' pixel grid, in pixels
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["benchmarks._preload"])
+
+    try:
+        results, gdal_options = measure(
+            ctx, [(a, ideals[a.name]) for a in aois], item, anchor, res, args
+        )
+    finally:
+        stop_fork_server()
+
+    import odc.stac
+    import rasterio
+
+    ideal_total = sum(r.ideal_bytes for r in results)
+    pipe_total = sum(r.fetched("pipeline") for r in results)
+    odc_total = sum(r.fetched("odc-stac") for r in results)
+    pipe_ms = sum(r.median_ms("pipeline") for r in results)
+    odc_ms = sum(r.median_ms("odc-stac") for r in results)
+    summary: dict[str, Any] = {
+        "bytes_ratio": round(pipe_total / ideal_total, 4),
+        "time_vs_odc_stac": round(pipe_ms / odc_ms, 4),
+        "pipeline_ms_median": round(pipe_ms, 1),
+        "odc_stac_ms_median": round(odc_ms, 1),
+        "repetitions": args.repetitions,
+        "threads": args.threads,
+        "odc_stac_bytes_ratio": round(odc_total / ideal_total, 4),
+        "ideal_bytes": ideal_total,
+        "pipeline_bytes": pipe_total,
+        "odc_stac_bytes": odc_total,
+        "pipeline_requests": sum(r.requests("pipeline") for r in results),
+        "odc_stac_requests": sum(r.requests("odc-stac") for r in results),
+        "targets": {"bytes_ratio": TARGET_BYTES_RATIO, "time_vs_odc_stac": TARGET_TIME_RATIO},
+        "targets_met": pipe_total / ideal_total <= TARGET_BYTES_RATIO
+        and pipe_ms / odc_ms <= TARGET_TIME_RATIO,
+        "per_aoi": [
+            {
+                "aoi": r.aoi.name,
+                "window_px": list(r.shape),
+                "ideal_bytes": r.ideal_bytes,
+                "pipeline_bytes": r.fetched("pipeline"),
+                "pipeline_requests": r.requests("pipeline"),
+                "odc_stac_bytes": r.fetched("odc-stac"),
+                "odc_stac_requests": r.requests("odc-stac"),
+                "bytes_ratio": round(r.fetched("pipeline") / r.ideal_bytes, 4),
+                "pipeline_ms_median": round(r.median_ms("pipeline"), 1),
+                "odc_stac_ms_median": round(r.median_ms("odc-stac"), 1),
+                "time_vs_odc_stac": round(r.median_ms("pipeline") / r.median_ms("odc-stac"), 4),
+            }
+            for r in results
+        ],
+        "cold": "fresh process per run",
+        "data": "real S2 L2A COGs decimated 10x (100 m, 512-px tiles)",
+    }
+    conditions = {
+        "data": (
+            f"{data.SCENE}: REAL Sentinel-2 L2A pixels, but decimated 10x per axis "
+            "(10 m bands 1098x1098 at 100 m, SCL 549x549 at 200 m; DEFLATE, 512-px tiles "
+            "= 51.2 km per tile, overviews)"
+        ),
+        "bands": ", ".join(f"{a}={n.removesuffix('.tif')}" for a, n in data.BANDS.items()),
+        "AOIs": "lon/lat boxes of 5/20 km (centre of one tile) and 60/100 km (scene centre)",
+        "server": "SeaweedFS S3 (weed mini) on 127.0.0.1, plain HTTP, path-style",
+        "threads": (
+            f"{args.threads} for both (pipeline read_windows max_workers={args.threads}, "
+            f"odc-stac pool={args.threads})"
+        ),
+        "repetitions": args.repetitions,
+        "cold": (
+            "every run in a fresh process, forked from a server that only imported the "
+            "libraries (no GDAL I/O, heap gc-frozen): empty GDAL block/VSI/curl caches, "
+            "new connections, first GDAL/PROJ use in the run; the readers alternate; "
+            "1 discarded warm-up each"
+        ),
+        "timed section": (
+            "pipeline: ObjectStoreResource + gdal_options() + gdal_session() + "
+            "read_windows(); odc-stac: configure_rio() + load() (pystac.Item built before)"
+        ),
+        "odc-stac grid": (
+            f"crs=EPSG:{data.EPSG}, resolution={res:g}, anchor=the files' pixel grid, "
+            "geopolygon=the AOI box densified as the pipeline does (0.001 deg); "
+            "SCL (200 m) upsampled to 100 m by odc-stac (nearest), same SCL tiles read"
+        ),
+        "same work": "checked: equal shapes and values (100 m bands), SCL = upsampled window",
+        "ideal bytes": (
+            "per band: header (min BLOCK_OFFSET over all IFDs incl. overviews) + "
+            "BLOCK_SIZE of the full-res tiles the window intersects"
+        ),
+        "bytes": "response body bytes from the server, counted by a TCP proxy (bytes pass)",
+        "pipeline GDAL": _fmt_options(gdal_options.get("pipeline", {})),
+        "odc-stac GDAL": _fmt_options(gdal_options.get("odc-stac", {}))
+        + " (configure_rio cloud_defaults=True, AWSSession endpoint)",
+        "machine": (
+            f"nproc={os.cpu_count()}, {platform.machine()}, Python {platform.python_version()}, "
+            f"GDAL {rasterio.__gdal_version__}, rasterio {rasterio.__version__}, "
+            f"odc-stac {odc.stac.__version__}"
+        ),
+        "benchmark wall time": f"{time.monotonic() - t_start:.0f} s",
+    }
+    print_report(results, conditions, summary)
+    print(json.dumps(summary, separators=(",", ":")))
+    return 0
+
+
+def _fmt_options(options: dict[str, str]) -> str:
+    skip = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    return " ".join(f"{k}={v}" for k, v in options.items() if k not in skip)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
