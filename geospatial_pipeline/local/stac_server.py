@@ -12,20 +12,15 @@ client side rather than rely on them here.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
-import os
 import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, Self
+from typing import Any, Self
 
 import requests
 
@@ -36,27 +31,26 @@ from geospatial_pipeline.local.ports import (
     listening_sockets,
     wait_for_http,
 )
+from geospatial_pipeline.local.process import (
+    LocalServer,
+    ServerProcess,
+    check_loopback_only,
+    find_executable,
+    make_workdir,
+)
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CLI_PORT = 7822  # rustac's own default
 _START_ATTEMPTS = 3
-_LOG_TAIL_BYTES = 4000
 _COUNT_PAGE_SIZE = 1000
 _REQUEST_TIMEOUT_S = 30
 
 
 def find_rustac() -> Path:
     """Locate the ``rustac`` binary shipped by the ``rustac`` wheel."""
-    beside_python = Path(sys.executable).parent / "rustac"
-    if beside_python.is_file() and os.access(beside_python, os.X_OK):
-        return beside_python
-    on_path = shutil.which("rustac")
-    if on_path:
-        return Path(on_path)
-    raise LocalServerError(
-        "'rustac' not found next to the Python interpreter or on PATH; "
-        "install the 'rustac' package (local extra)"
+    return find_executable(
+        "rustac", label="'rustac'", install_hint="install the 'rustac' package (local extra)"
     )
 
 
@@ -90,17 +84,7 @@ def _dedupe_items(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(by_key.values())
 
 
-def _log_tail(path: Path, start: int = 0) -> str:
-    try:
-        with path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(start, fh.tell() - _LOG_TAIL_BYTES))
-            return fh.read().decode("utf-8", errors="replace")
-    except OSError as exc:
-        return f"<log unavailable: {exc}>"
-
-
-class RustacStacServer:
+class RustacStacServer(LocalServer):
     """Run ``rustac serve`` with the given items and collections on 127.0.0.1.
 
     Use as a context manager, or call :meth:`start` / :meth:`stop`::
@@ -141,9 +125,7 @@ class RustacStacServer:
         self._owns_workdir = False
         self._startup_timeout_s = startup_timeout_s
         self._inherit_output = inherit_output
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log_file: IO[bytes] | None = None
-        self._log_offset = 0
+        self._proc: ServerProcess | None = None
         self._args: list[str] = []
 
     # ------------------------------------------------------------------ properties
@@ -264,17 +246,6 @@ class RustacStacServer:
             raise LocalServerError("RustacStacServer is not running")
         return self._proc.wait()
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     # ------------------------------------------------------------------ queries
     def count_items(self) -> int:
         """Count every item the API returns from ``POST /search``, following ``next``."""
@@ -285,13 +256,7 @@ class RustacStacServer:
 
     # ------------------------------------------------------------------ internals
     def _prepare_workdir(self) -> None:
-        if self._requested_workdir is None:
-            self._workdir = Path(tempfile.mkdtemp(prefix="rustac-stac-"))
-            self._owns_workdir = True
-        else:
-            self._workdir = self._requested_workdir.resolve()
-            self._workdir.mkdir(parents=True, exist_ok=True)
-            self._owns_workdir = False
+        self._workdir, self._owns_workdir = make_workdir(self._requested_workdir, "rustac-stac-")
 
     def _cleanup_workdir(self) -> None:
         if self._owns_workdir and self._workdir is not None:
@@ -325,21 +290,13 @@ class RustacStacServer:
             *(str(h) for h in hrefs),
         ]
         self._args = args
-        stdout: IO[bytes] | None = None
-        if not self._inherit_output:
-            self._log_file = self.log_path.open("ab")
-            self._log_offset = self._log_file.tell()
-            stdout = self._log_file
-        logger.debug("starting %s", " ".join(args))
-        self._proc = subprocess.Popen(
+        # Own process group: stop() signals the group, and Ctrl-C in the CLI's terminal
+        # reaches only us, so we control the shutdown order.
+        self._proc = ServerProcess(
+            "rustac",
             args,
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=subprocess.STDOUT if stdout is not None else None,
             cwd=self.workdir,
-            # Own process group: stop() signals the group, and Ctrl-C in the CLI's
-            # terminal reaches only us, so we control the shutdown order.
-            start_new_session=True,
+            log_path=None if self._inherit_output else self.log_path,
         )
 
     def _describe_exit(self) -> str:
@@ -348,7 +305,7 @@ class RustacStacServer:
             return f"rustac exited with code {self._proc.returncode} (output above)"
         return (
             f"rustac exited with code {self._proc.returncode}; log tail ({self.log_path}):\n"
-            f"{_log_tail(self.log_path, self._log_offset)}"
+            f"{self._proc.log_tail()}"
         )
 
     def _wait_until_ready(self) -> None:
@@ -369,32 +326,17 @@ class RustacStacServer:
             if "Address already in use" in message:
                 raise _PortInUseError(message) from None
             raise LocalServerError(message) from None
-        self._check_loopback_only()
+        check_loopback_only("rustac", self.pid, self.port, lost_race=_PortInUseError)
         served = self.count_items()
         if served != len(self._items):
             raise LocalServerError(
                 f"rustac at {self.url} serves {served} items, expected {len(self._items)}"
             )
 
-    def _check_loopback_only(self) -> None:
-        if not Path("/proc/net/tcp").exists():
-            return  # not Linux; nothing cheap to check with
-        sockets = self.listening_addresses()
-        if (LOOPBACK, self.port) not in sockets:
-            raise _PortInUseError(f"rustac does not own {self.url}; its listeners: {sockets}")
-        exposed = [(a, p) for a, p in sockets if a not in ("127.0.0.1", "::1")]
-        if exposed:
-            raise LocalServerError(f"rustac listens beyond loopback: {exposed}")
-
     def _terminate(self, timeout_s: float = 10) -> None:
         proc, self._proc = self._proc, None
-        try:
-            if proc is not None:
-                _kill_group(proc, timeout_s)
-        finally:
-            if self._log_file is not None:
-                self._log_file.close()
-                self._log_file = None
+        if proc is not None:
+            proc.stop(timeout_s)
 
 
 class _PortInUseError(LocalServerError):
@@ -440,25 +382,6 @@ def iter_search_pages(
         if key in seen:
             raise LocalServerError(f"pagination loop at {key}")
         seen.add(key)
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
-
-
-def _kill_group(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    """SIGTERM the process group, then SIGKILL it if the leader has not exited in time."""
-    if proc.poll() is None:
-        _signal_group(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            logger.warning("rustac pid %d ignored SIGTERM; sending SIGKILL", proc.pid)
-            _signal_group(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=timeout_s)
-    # Anything rustac might have spawned would otherwise outlive it in the group.
-    _signal_group(proc.pid, signal.SIGKILL)
 
 
 # ---------------------------------------------------------------------- CLI

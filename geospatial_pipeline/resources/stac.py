@@ -7,8 +7,15 @@ import json
 from collections.abc import Sequence
 
 from dagster import Config, ConfigurableResource
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from geospatial_pipeline.config import AoiConfig, PipelineConfig
+from geospatial_pipeline.config import (
+    AoiConfig,
+    PipelineConfig,
+    check_unique_aoi_names,
+    format_errors,
+)
+from geospatial_pipeline.errors import ConfigError
 from geospatial_pipeline.stac.search import (
     AoiQuery,
     DayItems,
@@ -47,6 +54,16 @@ class StacSearchResource(ConfigurableResource):
         return search_day(client, settings, day, queries, bands)
 
 
+class _ScopeCheck(BaseModel):
+    aois: list[AoiConfig] = Field(min_length=1)
+    bands: list[str] = Field(min_length=1)
+
+    @field_validator("aois")
+    @classmethod
+    def _unique_names(cls, aois: list[AoiConfig]) -> list[AoiConfig]:
+        return check_unique_aoi_names(aois)
+
+
 class AoiSpec(Config):
     name: str
     geometry_json: str | None = None  # GeoJSON Polygon/MultiPolygon in EPSG:4326
@@ -60,15 +77,26 @@ class ScopeResource(ConfigurableResource):
     bands: list[str]
 
     def aoi_configs(self) -> list[AoiConfig]:
-        # Re-validated here so a value edited in the launchpad gets the same clear errors.
-        return [
-            AoiConfig(
-                name=a.name,
-                geometry=json.loads(a.geometry_json) if a.geometry_json else None,
-                bbox=tuple(a.bbox) if a.bbox else None,
-            )
-            for a in self.aois
-        ]
+        """The AOIs, re-validated: a value edited in the launchpad gets the same clear
+        errors as the YAML file, before any asset writes anything."""
+        try:
+            doc = {
+                "aois": [
+                    {
+                        "name": a.name,
+                        **({"geometry": json.loads(a.geometry_json)} if a.geometry_json else {}),
+                        **({"bbox": a.bbox} if a.bbox else {}),
+                    }
+                    for a in self.aois
+                ],
+                "bands": self.bands,
+            }
+            validated = _ScopeCheck.model_validate(doc)
+        except ValidationError as exc:
+            raise ConfigError(format_errors(exc, "resource 'scope'")) from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"resource 'scope': geometry_json is not JSON: {exc}") from None
+        return validated.aois
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> ScopeResource:

@@ -11,9 +11,9 @@ import datetime
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from dagster import ConfigurableResource, get_dagster_logger
 from dagster_duckdb import DuckDBResource
@@ -79,9 +79,13 @@ class WarehouseResource(ConfigurableResource, ABC):
     ``datetime.datetime`` (stored and returned in UTC) and, for JSON columns, any
     JSON-serializable value (written with sorted keys, so re-runs write identical text).
     Every failure is raised as ``WarehouseError``.
+
+    The flows (validation, error wrapping, reads and counts) live here; a backend supplies
+    its SQL dialect, connections, cursors, bind placeholder and the write itself.
     """
 
-    @abstractmethod
+    _dialect: ClassVar[sql.Dialect]
+
     def replace_partition(
         self,
         table: Table,
@@ -93,23 +97,82 @@ class WarehouseResource(ConfigurableResource, ABC):
         Rows may omit the partition column (it is filled in) but must not name another date.
         On failure nothing is changed and ``WarehouseError`` names the table and partition.
         """
+        encoded = self._encode(table, partition_value, rows)
+        written = self._run(
+            f"replacing partition {partition_value.isoformat()} of table {table.name!r}",
+            self._replace_work(table, partition_value, encoded),
+        )
+        get_dagster_logger().info(
+            f"Replaced {table.name} partition {partition_value.isoformat()} with {written} rows "
+            f"on {self.describe()}"
+        )
+        return written
 
-    @abstractmethod
     def fetch_partition(self, table: Table, partition_value: datetime.date) -> list[dict[str, Any]]:
         """Rows of one partition, ordered by the table's natural key, JSON columns parsed."""
+        partition_value = _check_partition_value(partition_value)
+        dialect, placeholder = self._dialect, self._placeholder()
 
-    @abstractmethod
+        def work(conn: Any) -> list[dict[str, Any]]:
+            with self._cursor(conn) as cur:
+                cur.execute(sql.create_table_sql(table, dialect))
+                cur.execute(
+                    sql.select_partition_sql(table, dialect, placeholder), (partition_value,)
+                )
+                return [decode_row(table, row) for row in cur.fetchall()]
+
+        return self._run(
+            f"reading partition {partition_value.isoformat()} of table {table.name!r}", work
+        )
+
     def count_rows(self, table: Table, partition_value: datetime.date | None = None) -> int:
         """Rows in the table, or in one partition."""
+        if partition_value is not None:
+            partition_value = _check_partition_value(partition_value)
+        dialect, placeholder = self._dialect, self._placeholder()
+
+        def work(conn: Any) -> int:
+            with self._cursor(conn) as cur:
+                cur.execute(sql.create_table_sql(table, dialect))
+                if partition_value is None:
+                    cur.execute(sql.count_rows_sql(table, dialect))
+                else:
+                    cur.execute(sql.count_rows_sql(table, dialect, placeholder), (partition_value,))
+                (count,) = cur.fetchone()
+                return int(count)
+
+        return self._run(f"counting rows of table {table.name!r}", work)
 
     @property
-    @abstractmethod
     def kind(self) -> str:
-        """Backend name, suitable for an asset's ``kinds``."""
+        """Backend name, suitable for an asset's ``kinds`` (also its SQL dialect)."""
+        return self._dialect
 
     @abstractmethod
     def describe(self) -> str:
         """Human-readable location of the warehouse; never contains credentials."""
+
+    # ---------------------------------------------------------------- backend specifics
+    @abstractmethod
+    def _connection(self) -> AbstractContextManager[Any]:
+        """A new connection, committed and closed when the ``with`` block ends."""
+
+    @abstractmethod
+    def _cursor(self, conn: Any) -> AbstractContextManager[Any]:
+        """Something on ``conn`` with DB-API ``execute``/``fetchone``/``fetchall``."""
+
+    @abstractmethod
+    def _placeholder(self) -> sql.Placeholder:
+        """The placeholder for one bound parameter in this backend's paramstyle."""
+
+    @abstractmethod
+    def _replace_work(
+        self, table: Table, partition_value: datetime.date, encoded: Sequence[tuple[Any, ...]]
+    ) -> Callable[[Any], int]:
+        """The work of :meth:`replace_partition` on one connection, returning the row count.
+
+        Whatever needs no connection is prepared before this returns, outside ``_run``.
+        """
 
     def _encode(
         self, table: Table, partition_value: datetime.date, rows: Sequence[Mapping[str, Any]]
@@ -122,12 +185,7 @@ class WarehouseResource(ConfigurableResource, ABC):
                 f"{table.name!r} on {self.describe()}: {exc}"
             ) from exc
 
-    def _run(
-        self,
-        action: str,
-        open_connection: Callable[[], AbstractContextManager[Any]],
-        work: Callable[[Any], _T],
-    ) -> _T:
+    def _run(self, action: str, work: Callable[[Any], _T]) -> _T:
         """Run ``work`` on a fresh connection, turning any failure into ``WarehouseError``.
 
         The failure is caught inside the ``with`` so that the Dagster resources' connection
@@ -137,7 +195,7 @@ class WarehouseResource(ConfigurableResource, ABC):
         failure: Exception | None = None
         results: list[_T] = []
         try:
-            with open_connection() as conn:
+            with self._connection() as conn:
                 try:
                     results.append(work(conn))
                 except Exception as exc:
@@ -180,9 +238,7 @@ class DuckDBWarehouse(WarehouseResource):
 
     duckdb: DuckDBResource
 
-    @property
-    def kind(self) -> str:
-        return "duckdb"
+    _dialect: ClassVar[sql.Dialect] = "duckdb"
 
     def describe(self) -> str:
         return f"duckdb:{self.duckdb.database}"
@@ -198,14 +254,16 @@ class DuckDBWarehouse(WarehouseResource):
         with self.duckdb.get_connection() as conn:
             yield conn
 
-    def replace_partition(
-        self,
-        table: Table,
-        partition_value: datetime.date,
-        rows: Sequence[Mapping[str, Any]],
-    ) -> int:
-        encoded = self._encode(table, partition_value, rows)
+    def _cursor(self, conn: Any) -> AbstractContextManager[Any]:
+        # A DuckDB connection executes and fetches itself (``execute`` returns it).
+        return nullcontext(conn)
 
+    def _placeholder(self) -> sql.Placeholder:
+        return "?"
+
+    def _replace_work(
+        self, table: Table, partition_value: datetime.date, encoded: Sequence[tuple[Any, ...]]
+    ) -> Callable[[Any], int]:
         def work(conn: Any) -> int:
             conn.execute(sql.create_table_sql(table, "duckdb"))
             with _transaction(conn.execute):
@@ -219,46 +277,7 @@ class DuckDBWarehouse(WarehouseResource):
                 _check_written(table, partition_value, int(found), len(encoded))
             return len(encoded)
 
-        written = self._run(
-            f"replacing partition {partition_value.isoformat()} of table {table.name!r}",
-            self._connection,
-            work,
-        )
-        get_dagster_logger().info(
-            f"Replaced {table.name} partition {partition_value.isoformat()} with {written} rows "
-            f"on {self.describe()}"
-        )
-        return written
-
-    def fetch_partition(self, table: Table, partition_value: datetime.date) -> list[dict[str, Any]]:
-        partition_value = _check_partition_value(partition_value)
-
-        def work(conn: Any) -> list[dict[str, Any]]:
-            conn.execute(sql.create_table_sql(table, "duckdb"))
-            result = conn.execute(sql.select_partition_sql(table, "duckdb", "?"), [partition_value])
-            return [decode_row(table, row) for row in result.fetchall()]
-
-        return self._run(
-            f"reading partition {partition_value.isoformat()} of table {table.name!r}",
-            self._connection,
-            work,
-        )
-
-    def count_rows(self, table: Table, partition_value: datetime.date | None = None) -> int:
-        if partition_value is not None:
-            partition_value = _check_partition_value(partition_value)
-
-        def work(conn: Any) -> int:
-            conn.execute(sql.create_table_sql(table, "duckdb"))
-            if partition_value is None:
-                (count,) = conn.execute(sql.count_rows_sql(table, "duckdb")).fetchone()
-            else:
-                (count,) = conn.execute(
-                    sql.count_rows_sql(table, "duckdb", "?"), [partition_value]
-                ).fetchone()
-            return int(count)
-
-        return self._run(f"counting rows of table {table.name!r}", self._connection, work)
+        return work
 
 
 class SnowflakeWarehouse(WarehouseResource):
@@ -271,9 +290,7 @@ class SnowflakeWarehouse(WarehouseResource):
 
     snowflake: SnowflakeResource
 
-    @property
-    def kind(self) -> str:
-        return "snowflake"
+    _dialect: ClassVar[sql.Dialect] = "snowflake"
 
     def describe(self) -> str:
         database = self.snowflake.database or "<default database>"
@@ -292,13 +309,12 @@ class SnowflakeWarehouse(WarehouseResource):
             )
         return self.snowflake.get_connection()
 
-    def replace_partition(
-        self,
-        table: Table,
-        partition_value: datetime.date,
-        rows: Sequence[Mapping[str, Any]],
-    ) -> int:
-        encoded = self._encode(table, partition_value, rows)
+    def _cursor(self, conn: Any) -> AbstractContextManager[Any]:
+        return closing(conn.cursor())
+
+    def _replace_work(
+        self, table: Table, partition_value: datetime.date, encoded: Sequence[tuple[Any, ...]]
+    ) -> Callable[[Any], int]:
         frame = _staging_frame(table, encoded) if encoded else None
         placeholder = self._placeholder()
         # Unique per call: temporary tables are session-scoped, but a pooled or reused session
@@ -311,8 +327,7 @@ class SnowflakeWarehouse(WarehouseResource):
             # extra_targets; imported lazily because it pulls in pyarrow.
             from snowflake.connector import pandas_tools
 
-            cur = conn.cursor()
-            try:
+            with self._cursor(conn) as cur:
                 # Snowflake commits any open transaction before every DDL statement (CREATE
                 # TABLE, CREATE TEMPORARY TABLE, and the temporary stage write_pandas creates),
                 # so all of those run before BEGIN; the transaction holds only DELETE + INSERT.
@@ -345,62 +360,8 @@ class SnowflakeWarehouse(WarehouseResource):
                     # Outside the transaction (DDL); the session's end would drop it anyway.
                     cur.execute(sql.drop_table_sql(staging, "snowflake"))
                 return len(encoded)
-            finally:
-                cur.close()
 
-        written = self._run(
-            f"replacing partition {partition_value.isoformat()} of table {table.name!r}",
-            self._connection,
-            work,
-        )
-        get_dagster_logger().info(
-            f"Replaced {table.name} partition {partition_value.isoformat()} with {written} rows "
-            f"on {self.describe()}"
-        )
-        return written
-
-    def fetch_partition(self, table: Table, partition_value: datetime.date) -> list[dict[str, Any]]:
-        partition_value = _check_partition_value(partition_value)
-        placeholder = self._placeholder()
-
-        def work(conn: Any) -> list[dict[str, Any]]:
-            cur = conn.cursor()
-            try:
-                cur.execute(sql.create_table_sql(table, "snowflake"))
-                cur.execute(
-                    sql.select_partition_sql(table, "snowflake", placeholder), (partition_value,)
-                )
-                return [decode_row(table, row) for row in cur.fetchall()]
-            finally:
-                cur.close()
-
-        return self._run(
-            f"reading partition {partition_value.isoformat()} of table {table.name!r}",
-            self._connection,
-            work,
-        )
-
-    def count_rows(self, table: Table, partition_value: datetime.date | None = None) -> int:
-        if partition_value is not None:
-            partition_value = _check_partition_value(partition_value)
-        placeholder = self._placeholder()
-
-        def work(conn: Any) -> int:
-            cur = conn.cursor()
-            try:
-                cur.execute(sql.create_table_sql(table, "snowflake"))
-                if partition_value is None:
-                    cur.execute(sql.count_rows_sql(table, "snowflake"))
-                else:
-                    cur.execute(
-                        sql.count_rows_sql(table, "snowflake", placeholder), (partition_value,)
-                    )
-                (count,) = cur.fetchone()
-                return int(count)
-            finally:
-                cur.close()
-
-        return self._run(f"counting rows of table {table.name!r}", self._connection, work)
+        return work
 
 
 def _staging_frame(table: Table, encoded: Sequence[tuple[Any, ...]]) -> Any:
