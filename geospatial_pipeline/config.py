@@ -196,6 +196,43 @@ class SnowflakeWarehouseConfig(_Strict):
     password_env_var: str = SNOWFLAKE_PASSWORD_ENV_VAR
 
 
+class TransformConfig(_Strict):
+    """Analysis-ready products: one grid per AOI, cloud/shadow mask from SCL, indices."""
+
+    enabled: bool = True
+    resolution: float = Field(default=10.0, gt=0, le=1000)
+    crs: str | None = None  # default: the UTM zone of each AOI's centroid
+    grid_anchor: tuple[float, float] = (0.0, 0.0)
+    invalid_scl_classes: list[int] = Field(default_factory=lambda: [0, 1, 3, 8, 9, 10])
+    resampling: Literal["nearest", "bilinear", "cubic", "average"] = "bilinear"
+    min_valid_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
+    max_negative_reflectance_share: float = Field(default=0.01, ge=0.0, le=1.0)
+
+    @field_validator("crs")
+    @classmethod
+    def _epsg(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from pyproj import CRS
+        from pyproj.exceptions import CRSError
+
+        try:
+            epsg = CRS.from_user_input(value).to_epsg()
+        except CRSError as exc:
+            raise ValueError(f"unknown CRS {value!r}: {exc}") from None
+        if epsg is None:
+            raise ValueError(f"CRS {value!r} has no EPSG code")
+        return f"EPSG:{epsg}"
+
+    @field_validator("invalid_scl_classes")
+    @classmethod
+    def _scl_range(cls, value: list[int]) -> list[int]:
+        bad = [v for v in value if not 0 <= v <= 11]
+        if bad:
+            raise ValueError(f"SCL classes are 0..11, got {bad}")
+        return sorted(set(value))
+
+
 WarehouseConfig = Annotated[
     DuckDBWarehouseConfig | SnowflakeWarehouseConfig, Field(discriminator="kind")
 ]
@@ -208,6 +245,7 @@ class PipelineConfig(_Strict):
     partitions: PartitionsConfig
     storage: StorageConfig
     warehouse: WarehouseConfig
+    transform: TransformConfig = TransformConfig()
 
     @field_validator("aois")
     @classmethod
@@ -225,6 +263,12 @@ class PipelineConfig(_Strict):
                 raise ValueError(
                     f"bands: unknown band(s) {unknown} for collection {self.stac.collection!r}; "
                     f"known: {sorted(known)}"
+                )
+        if self.transform.enabled:
+            needed = sorted({"red", "green", "nir", "scl"} - set(self.bands))
+            if needed:
+                raise ValueError(
+                    f"bands: the transform needs {needed} (or set transform.enabled: false)"
                 )
         return self
 

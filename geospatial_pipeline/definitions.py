@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dagster import AssetsDefinition, Definitions, define_asset_job
 
+from geospatial_pipeline.assets.datamart import build_datamart_assets
 from geospatial_pipeline.assets.ingest import build_ingest_assets
+from geospatial_pipeline.assets.transform import build_transform_assets
 from geospatial_pipeline.assets.warehouse import build_warehouse_assets
 from geospatial_pipeline.config import PipelineConfig, load_config, require_secrets
 from geospatial_pipeline.partitions import daily_partitions
@@ -13,10 +15,16 @@ from geospatial_pipeline.resources import build_resources
 
 def build_assets(config: PipelineConfig) -> list[AssetsDefinition]:
     partitions = daily_partitions(config.partitions.start_date)
-    return [
+    assets = [
         *build_ingest_assets(partitions, "s3" if config.storage.is_s3 else "filesystem"),
         *build_warehouse_assets(partitions, config.warehouse.kind),
     ]
+    if config.transform.enabled:
+        assets += [
+            *build_transform_assets(partitions),
+            *build_datamart_assets(partitions, config.warehouse.kind),
+        ]
+    return assets
 
 
 def build_defs(config: PipelineConfig) -> Definitions:
@@ -27,7 +35,8 @@ def build_defs(config: PipelineConfig) -> Definitions:
         "ingest_daily",
         selection=assets,
         partitions_def=assets[0].partitions_def,
-        description="Search, cut band windows and load scene metadata for one UTC day.",
+        description="Everything for one UTC day: search, band windows, scene metadata, "
+        "analysis-ready products and datamart tables.",
     )
     return Definitions(assets=assets, jobs=[ingest_job], resources=build_resources(config))
 

@@ -28,3 +28,24 @@ def manifest_key(collection: str, day: dt.date) -> str:
     return join_key(
         "manifests", sanitize_component(collection), day.isoformat(), "band_rasters.json"
     )
+
+
+PRODUCTS_ROOT = "processed/catalog.json"
+
+
+def processed_prefix(collection: str, day: dt.date) -> str:
+    return join_key("processed", sanitize_component(collection), day.isoformat())
+
+
+def day_catalog_key(collection: str, day: dt.date) -> str:
+    return join_key(processed_prefix(collection, day), "catalog.json")
+
+
+def product_dir(collection: str, day: dt.date, aoi: str, item_id: str) -> str:
+    return join_key(
+        processed_prefix(collection, day), sanitize_component(aoi), sanitize_component(item_id)
+    )
+
+
+def products_manifest_key(collection: str, day: dt.date) -> str:
+    return join_key("manifests", sanitize_component(collection), day.isoformat(), "products.json")

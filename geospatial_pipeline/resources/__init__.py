@@ -16,6 +16,7 @@ from geospatial_pipeline.config import (
 )
 from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
 from geospatial_pipeline.resources.storage import ObjectStoreResource
+from geospatial_pipeline.resources.transform import TransformResource
 from geospatial_pipeline.resources.warehouse import (
     DuckDBWarehouse,
     SnowflakeWarehouse,
@@ -59,4 +60,5 @@ def build_resources(config: PipelineConfig) -> dict[str, Any]:
             region=config.storage.region,
         ),
         "warehouse": build_warehouse(config),
+        "transform": TransformResource.from_config(config.transform),
     }

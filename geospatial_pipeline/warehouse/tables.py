@@ -144,6 +144,69 @@ SCENE_METADATA = Table(
 )
 
 
+DAILY_AOI_STATS = Table(
+    name="daily_aoi_stats",
+    columns=(
+        Column("partition_date", ColumnType.DATE, nullable=False),
+        Column("aoi", ColumnType.STRING, nullable=False),
+        Column("scenes_used", ColumnType.BIGINT, nullable=False),
+        Column("pixels_in_aoi", ColumnType.BIGINT),
+        Column("valid_pixel_fraction", ColumnType.DOUBLE),
+        Column("cloud_fraction", ColumnType.DOUBLE),
+        Column("shadow_fraction", ColumnType.DOUBLE),
+        Column("ndvi_mean", ColumnType.DOUBLE),
+        Column("ndvi_median", ColumnType.DOUBLE),
+        Column("ndvi_p10", ColumnType.DOUBLE),
+        Column("ndvi_p90", ColumnType.DOUBLE),
+        Column("ndwi_mean", ColumnType.DOUBLE),
+        Column("offset_decisions", ColumnType.JSON),  # per scene: metadata vs pixels
+    ),
+    partition_column="partition_date",
+    natural_key=("aoi",),
+)
+
+# One row per scene x AOI: the offset decision (metadata and pixels) and pixel shares.
+SCENE_QUALITY = Table(
+    name="scene_quality",
+    columns=(
+        Column("partition_date", ColumnType.DATE, nullable=False),
+        Column("item_id", ColumnType.STRING, nullable=False),
+        Column("aoi", ColumnType.STRING, nullable=False),
+        Column("processing_baseline", ColumnType.STRING),
+        Column("boa_offset_applied_flag", ColumnType.BOOLEAN),
+        Column("metadata_offset_present", ColumnType.BOOLEAN),
+        Column("pixel_verdict", ColumnType.STRING),
+        Column("offset_dn", ColumnType.BIGINT),
+        Column("decided_by", ColumnType.STRING),
+        Column("disagreement", ColumnType.BOOLEAN),
+        Column("valid_pixel_fraction", ColumnType.DOUBLE),
+        Column("cloud_fraction", ColumnType.DOUBLE),
+        Column("shadow_fraction", ColumnType.DOUBLE),
+        Column("decision", ColumnType.JSON),
+    ),
+    partition_column="partition_date",
+    natural_key=("item_id", "aoi"),
+)
+
+PRODUCT_CATALOG = Table(
+    name="product_catalog",
+    columns=(
+        Column("partition_date", ColumnType.DATE, nullable=False),
+        Column("item_id", ColumnType.STRING, nullable=False),  # source scene, or "composite"
+        Column("aoi", ColumnType.STRING, nullable=False),
+        Column("product", ColumnType.STRING, nullable=False),
+        Column("object_url", ColumnType.STRING, nullable=False),
+        Column("object_key", ColumnType.STRING, nullable=False),
+        Column("bytes", ColumnType.BIGINT),
+        Column("sha256", ColumnType.STRING),
+        Column("stac_item_url", ColumnType.STRING),
+        Column("created", ColumnType.TIMESTAMP),
+    ),
+    partition_column="partition_date",
+    natural_key=("item_id", "aoi", "product"),
+)
+
+
 def dump_json(value: Any) -> str:
     """Serialize deterministically so that re-running a partition writes identical text."""
     return json.dumps(

@@ -1,0 +1,146 @@
+"""Surface reflectance from Sentinel-2 L2A digital numbers, with the BOA offset decided
+per scene from metadata and checked against the pixels.
+
+Processing baseline 04.00 (Jan 2022) and later add a radiometric offset of +1000 DN
+(BOA_ADD_OFFSET = -1000). Earth Search sets ``earthsearch:boa_offset_applied: true`` when
+it already removed it from the COGs (values harmonized with older baselines), and reports
+``raster:bands`` scale/offset; both are known to be wrong for some items (Earth Search
+issues #66 and #71). So the metadata gives a first answer and the pixels may overrule it:
+
+- Offset present in the DNs means no valid surface pixel lies below 1000 DN. If more than
+  ``ABSENT_SHARE`` of the valid pixels of the reflectance bands are below 1000 DN, removing
+  the offset would drive them negative: the pixels say *absent*.
+- Dark surfaces (SCL vegetation or water) have red/blue reflectance of a few percent. If
+  almost no pixel is below 1000 DN (``PRESENT_MAX_SHARE``) but the 5th percentile of red
+  and blue over at least ``MIN_DARK_PIXELS`` such pixels sits within ``DARK_CEILING_DN``
+  of the floor, those surfaces are sitting on a +1000 floor: the pixels say *present*.
+- Otherwise (e.g. a bright desert with no dark surface) the pixels are inconclusive and
+  the metadata decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+BOA_OFFSET_DN = 1000
+DEFAULT_SCALE = 0.0001
+ABSENT_SHARE = 0.01
+PRESENT_MAX_SHARE = 0.001
+MIN_DARK_PIXELS = 100
+DARK_CEILING_DN = 1600
+DARK_SCL_CLASSES = (4, 6)  # vegetation, water
+
+Verdict = Literal["present", "absent", "inconclusive"]
+
+
+@dataclass(frozen=True)
+class OffsetDecision:
+    processing_baseline: str | None
+    boa_offset_applied_flag: bool | None
+    raster_offset: float | None
+    metadata_offset_present: bool
+    pixel_verdict: Verdict
+    share_below_offset: float
+    dark_p5_dn: float | None
+    dark_pixels: int
+    offset_dn: int  # what is subtracted from the DNs
+    decided_by: Literal["metadata", "pixels"]
+    disagreement: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _baseline(value: str | None) -> tuple[int, ...]:
+    try:
+        return tuple(int(p) for p in (value or "").split("."))
+    except ValueError:
+        return ()
+
+
+def metadata_offset_present(baseline: str | None, flag: bool | None) -> bool:
+    """What the metadata claims: do the DNs still carry ESA's +1000?"""
+    if not _baseline(baseline) or _baseline(baseline) < (4, 0):
+        return False
+    # The flag says Earth Search already subtracted it; without the flag, ESA's DNs stand.
+    return flag is not True
+
+
+def pixel_verdict(
+    dns: list[np.ndarray], scl: np.ndarray, valid: np.ndarray, dark_bands: list[np.ndarray]
+) -> tuple[Verdict, float, float | None, int]:
+    """Judge from the pixels whether the DNs carry the +1000 offset.
+
+    ``dns``: the reflectance bands' DNs on one grid; ``valid``: pixels to trust (clear,
+    with data); ``dark_bands``: the red and blue DNs.
+    """
+    values = np.concatenate([band[valid].ravel() for band in dns]) if dns else np.empty(0)
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size == 0:
+        return "inconclusive", 0.0, None, 0
+    share_below = float(np.mean(values < BOA_OFFSET_DN))
+    dark_mask = valid & np.isin(scl, DARK_SCL_CLASSES)
+    dark = np.concatenate([band[dark_mask].ravel() for band in dark_bands])
+    dark = dark[np.isfinite(dark) & (dark > 0)]
+    dark_p5 = float(np.percentile(dark, 5)) if dark.size else None
+    if share_below > ABSENT_SHARE:
+        return "absent", share_below, dark_p5, int(dark.size)
+    if (
+        share_below <= PRESENT_MAX_SHARE
+        and dark.size >= MIN_DARK_PIXELS
+        and dark_p5 is not None
+        and dark_p5 < DARK_CEILING_DN
+    ):
+        return "present", share_below, dark_p5, int(dark.size)
+    return "inconclusive", share_below, dark_p5, int(dark.size)
+
+
+def decide_offset(
+    baseline: str | None,
+    flag: bool | None,
+    raster_offset: float | None,
+    dns: list[np.ndarray],
+    scl: np.ndarray,
+    valid: np.ndarray,
+    dark_bands: list[np.ndarray],
+) -> OffsetDecision:
+    meta = metadata_offset_present(baseline, flag)
+    verdict, share, dark_p5, n_dark = pixel_verdict(dns, scl, valid, dark_bands)
+    pixels_say = {"present": True, "absent": False}.get(verdict)
+    disagree = pixels_say is not None and pixels_say != meta
+    present = pixels_say if pixels_say is not None else meta
+    return OffsetDecision(
+        processing_baseline=baseline,
+        boa_offset_applied_flag=flag,
+        raster_offset=raster_offset,
+        metadata_offset_present=meta,
+        pixel_verdict=verdict,
+        share_below_offset=round(share, 6),
+        dark_p5_dn=None if dark_p5 is None else round(dark_p5, 1),
+        dark_pixels=n_dark,
+        offset_dn=BOA_OFFSET_DN if present else 0,
+        decided_by="pixels" if disagree else "metadata",
+        disagreement=disagree,
+    )
+
+
+def to_reflectance(
+    dn: np.ndarray, valid: np.ndarray, offset_dn: int, scale: float = DEFAULT_SCALE
+) -> np.ndarray:
+    """float32 reflectance, NaN where not valid."""
+    out = (dn.astype(np.float32) - np.float32(offset_dn)) * np.float32(scale)
+    out[~valid] = np.nan
+    return out
+
+
+def normalized_difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(a - b) / (a + b) as float32; NaN where undefined or where a reflectance is
+    negative (the index is meaningless there and would leave [-1, 1])."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = (a - b) / (a + b)
+    out = out.astype(np.float32, copy=False)
+    out[~np.isfinite(out) | (a < 0) | (b < 0)] = np.nan
+    return out
