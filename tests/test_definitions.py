@@ -37,16 +37,35 @@ def test_definitions_load_with_production_shaped_config(
     Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     keys = set(graph.get_all_asset_keys())
-    assert keys == {AssetKey("stac_items"), AssetKey("band_rasters"), AssetKey("scene_metadata")}
+    assert keys == {
+        AssetKey(name)
+        for name in (
+            "stac_items",
+            "band_rasters",
+            "scene_metadata",
+            "analysis_ready_rasters",
+            "daily_aoi_stats",
+            "product_catalog",
+        )
+    }
     job = defs.resolve_job_def("ingest_daily")
     partitions = job.partitions_def
     assert partitions is not None
     assert partitions.get_first_partition_key() == "2020-03-01"
     checks = {key.name for key in graph.asset_check_keys}
-    assert checks == {"cogs_valid", "objects_match_rows"}
+    assert checks == {
+        "cogs_valid",
+        "objects_match_rows",
+        "value_ranges",
+        "valid_pixel_fraction",
+        "product_cogs_valid",
+        "stac_items_valid",
+        "offset_metadata_agrees",
+        "products_reconcile",
+    }
     assert graph.get(AssetKey("scene_metadata")).kinds >= {"snowflake"}
     assert graph.get(AssetKey("band_rasters")).kinds >= {"s3", "cog"}
-    assert set(defs.resources) == {"stac", "scope", "object_store", "warehouse"}  # type: ignore[arg-type]
+    assert set(defs.resources) == {"stac", "scope", "object_store", "warehouse", "transform"}  # type: ignore[arg-type]
 
 
 def test_workspace_yaml_loads_code_location(tmp_path: Path) -> None:

@@ -1,0 +1,242 @@
+"""The whole graph for one partition on real data: ingest -> analysis-ready products ->
+datamart, against SeaweedFS (S3) and DuckDB, with the real 29RKH scene.
+
+The transform grid is aligned to the (decimated, 100 m) source pixels with nearest
+resampling, so every product value can be checked exactly against the source COGs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import duckdb
+import numpy as np
+import pytest
+import rasterio
+
+from geospatial_pipeline.local.stac_server import RustacStacServer
+from geospatial_pipeline.raster.cog import gdal_env
+from geospatial_pipeline.raster.grid import Grid, aoi_mask
+from geospatial_pipeline.resources.storage import ObjectStoreResource
+from geospatial_pipeline.stac.products import validate_product_item
+from geospatial_pipeline.stac.store_io import load_catalog
+from tests.test_e2e import (
+    AOIS,
+    DAY,
+    ITEM,
+    list_objects,
+    mat_meta,
+    pipeline_config,
+    run_partition,
+    s3_env,
+)
+
+ALL_CHECKS = {
+    "cogs_valid",
+    "objects_match_rows",
+    "value_ranges",
+    "valid_pixel_fraction",
+    "product_cogs_valid",
+    "stac_items_valid",
+    "offset_metadata_agrees",
+    "products_reconcile",
+}
+LAYERS = ("red", "green", "blue", "nir", "ndvi", "ndwi")
+
+
+@pytest.fixture(scope="module")
+def stac_api(rkh_item: dict[str, Any], real_collection: dict[str, Any]) -> Iterator[str]:
+    with RustacStacServer([rkh_item], [real_collection]) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(
+    s3_server: Any, stac_api: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    bucket = "dest-transform"
+    s3_server.create_bucket(bucket)
+    db = tmp_path_factory.mktemp("wh") / "w.duckdb"
+    config = pipeline_config(
+        stac_api,
+        s3_server,
+        bucket,
+        {"kind": "duckdb", "path": str(db)},
+        transform={
+            "resolution": 100,
+            "crs": "EPSG:32629",
+            "grid_anchor": [80, 20],  # the source files' pixel edges (x=199980, y=2800020)
+            "resampling": "nearest",
+        },
+    )
+    with s3_env(s3_server):
+        first = run_partition(config, ALL_CHECKS)
+        objects_1 = list_objects(s3_server, bucket)
+        second = run_partition(config, ALL_CHECKS)
+        objects_2 = list_objects(s3_server, bucket)
+        store_res = ObjectStoreResource(
+            url=f"s3://{bucket}/pipeline",
+            endpoint_url=s3_server.endpoint_url,
+            access_key_id=s3_server.access_key,
+            secret_access_key=s3_server.secret_key,
+        )
+        yield {
+            "first": first,
+            "second": second,
+            "objects_1": objects_1,
+            "objects_2": objects_2,
+            "store_res": store_res,
+            "db": db,
+            "config": config,
+        }
+
+
+def test_products_and_items_published(pipeline_run: dict[str, Any]) -> None:
+    objects = pipeline_run["objects_1"]
+    prefix = f"pipeline/processed/sentinel-2-l2a/{DAY}"
+    for aoi in (a["name"] for a in AOIS):
+        for layer in LAYERS:
+            assert f"{prefix}/{aoi}/{ITEM}/{layer}.tif" in objects
+        assert f"{prefix}/{aoi}/{ITEM}/item.json" in objects
+        assert f"{prefix}/{aoi}/composite/ndvi_median.tif" in objects
+    meta = mat_meta(pipeline_run["first"], "analysis_ready_rasters")
+    assert meta["scenes"] == 2 and meta["stac_items"] == 4 and meta["objects"] == 14
+
+
+def test_rerun_is_identical(pipeline_run: dict[str, Any]) -> None:
+    # Same objects, same bytes (ETags), and nothing republished: product items keep their
+    # first processing time while their content is unchanged.
+    assert pipeline_run["objects_2"] == pipeline_run["objects_1"]
+    with duckdb.connect(str(pipeline_run["db"]), read_only=True) as con:
+        for table, expected in (
+            ("scene_metadata", 2),
+            ("daily_aoi_stats", 2),
+            ("scene_quality", 2),
+            ("product_catalog", 14),
+        ):
+            assert con.execute(f"SELECT count(*) FROM {table}").fetchone() == (expected,)
+
+
+def test_catalog_validates_and_reaches_every_item(pipeline_run: dict[str, Any]) -> None:
+    store = pipeline_run["store_res"].store()
+    catalog = load_catalog(store, "processed/catalog.json")
+    items = list(catalog.get_items(recursive=True))
+    assert len(items) == 4
+    for item in items:
+        assert validate_product_item(item.to_dict(transform_hrefs=False)) == []
+        assert any(link.rel == "derived_from" for link in item.links)
+
+
+def test_products_equal_independent_numpy(pipeline_run: dict[str, Any]) -> None:
+    """Reflectance = DN x 1e-4 (baseline 02.14, no offset), SCL mask, NDVI, all exact."""
+    from tests.conftest import S2_COGS
+
+    store_res = pipeline_run["store_res"]
+    store = store_res.store()
+    files = {"red": "B04.tif", "green": "B03.tif", "blue": "B02.tif", "nir": "B08.tif"}
+    invalid = [0, 1, 3, 8, 9, 10]
+    with gdal_env(store_res.gdal_options(), store_res.gdal_session()):
+        for aoi in (a["name"] for a in AOIS):
+            base = f"processed/sentinel-2-l2a/{DAY}/{aoi}/{ITEM}"
+            with rasterio.open(store.gdal_path(f"{base}/red.tif")) as ds:
+                transform, shape = ds.transform, ds.shape
+            # Same window of the source, read independently.
+            with rasterio.open(S2_COGS / "B04.tif") as src:
+                col = round((transform.c - src.transform.c) / 100)
+                row = round((src.transform.f - transform.f) / 100)
+            window = ((row, row + shape[0]), (col, col + shape[1]))
+            src_dn = {}
+            for band, name in files.items():
+                with rasterio.open(S2_COGS / name) as src:
+                    src_dn[band] = src.read(1, window=window).astype(np.float64)
+            with rasterio.open(S2_COGS / "SCL.tif") as src:
+                scl_win = (
+                    (row // 2, (row + shape[0] + 1) // 2 + 1),
+                    (col // 2, (col + shape[1] + 1) // 2 + 1),
+                )
+                scl = src.read(1, window=scl_win).repeat(2, 0).repeat(2, 1)
+                scl = scl[row % 2 : row % 2 + shape[0], col % 2 : col % 2 + shape[1]]
+            masked = np.isin(scl, invalid)
+            grid = Grid("EPSG:32629", transform, shape[1], shape[0])
+            aoi_cfg = pipeline_run["config"].aoi(aoi)
+            in_aoi = aoi_mask(aoi_cfg.shape, grid)
+            has_data = np.all([dn > 0 for dn in src_dn.values()], axis=0)
+            expected_valid = in_aoi & has_data & ~masked
+            assert masked[in_aoi].any() or aoi == "dunes"  # the wadi AOI holds clouds
+            for band in files:
+                with rasterio.open(store.gdal_path(f"{base}/{band}.tif")) as ds:
+                    got = ds.read(1)
+                expected = src_dn[band] * 1e-4
+                # NaN exactly where the mask (SCL classes, outside the AOI, no data) says.
+                np.testing.assert_array_equal(np.isfinite(got), expected_valid)
+                np.testing.assert_allclose(got[expected_valid], expected[expected_valid], rtol=1e-6)
+            with rasterio.open(store.gdal_path(f"{base}/ndvi.tif")) as ds:
+                ndvi = ds.read(1)
+            red, nir = src_dn["red"] * 1e-4, src_dn["nir"] * 1e-4
+            ok = np.isfinite(ndvi)
+            np.testing.assert_allclose(ndvi[ok], ((nir - red) / (nir + red))[ok], atol=1e-6)
+
+
+def test_odc_stac_reads_back_the_same_arrays(pipeline_run: dict[str, Any], s3_server: Any) -> None:
+    import odc.stac
+
+    store_res = pipeline_run["store_res"]
+    store = store_res.store()
+    catalog = load_catalog(store, "processed/catalog.json")
+    item = next(i for i in catalog.get_items(recursive=True) if i.id == f"{ITEM}__dunes")
+    item.make_asset_hrefs_absolute()
+    odc.stac.configure_rio(
+        cloud_defaults=True,
+        aws={
+            "aws_access_key_id": s3_server.access_key,
+            "aws_secret_access_key": s3_server.secret_key,
+            "region_name": s3_server.region,
+            "endpoint_url": s3_server.endpoint_url.split("://", 1)[1],
+        },
+        AWS_HTTPS="NO",
+        AWS_VIRTUAL_HOSTING="FALSE",
+    )
+    ds = odc.stac.load([item], bands=list(LAYERS), chunks=None)
+    with gdal_env(store_res.gdal_options(), store_res.gdal_session()):
+        for layer in LAYERS:
+            with rasterio.open(
+                store.gdal_path(item.assets[layer].href.split("/pipeline/", 1)[1])
+            ) as src:
+                expected = src.read(1)
+            got = ds[layer].values[0]
+            assert got.shape == expected.shape
+            np.testing.assert_array_equal(got, expected)
+
+
+def test_datamart_stats_match_products(pipeline_run: dict[str, Any]) -> None:
+    store_res = pipeline_run["store_res"]
+    store = store_res.store()
+    with duckdb.connect(str(pipeline_run["db"]), read_only=True) as con:
+        rows = con.execute(
+            "SELECT aoi, scenes_used, valid_pixel_fraction, cloud_fraction, ndvi_mean, "
+            "ndvi_median, ndvi_p10, ndvi_p90, ndwi_mean, offset_decisions FROM daily_aoi_stats "
+            "ORDER BY aoi"
+        ).fetchall()
+        quality = con.execute(
+            "SELECT item_id, aoi, metadata_offset_present, pixel_verdict, offset_dn, decided_by "
+            "FROM scene_quality ORDER BY aoi"
+        ).fetchall()
+    with gdal_env(store_res.gdal_options(), store_res.gdal_session()):
+        for aoi, scenes, valid, cloud, mean, median, p10, p90, ndwi_mean, decisions in rows:
+            base = f"processed/sentinel-2-l2a/{DAY}/{aoi}/{ITEM}"
+            with rasterio.open(store.gdal_path(f"{base}/ndvi.tif")) as ds:
+                v = ds.read(1)
+            v = v[np.isfinite(v)].astype(np.float64)
+            with rasterio.open(store.gdal_path(f"{base}/ndwi.tif")) as ds:
+                w = ds.read(1)
+            assert ndwi_mean == pytest.approx(w[np.isfinite(w)].astype(np.float64).mean(), rel=1e-6)
+            assert scenes == 1 and 0.0 <= cloud <= 1.0 and 0.0 < valid <= 1.0
+            assert mean == pytest.approx(v.mean(), rel=1e-6)
+            assert median == pytest.approx(np.median(v), rel=1e-6)
+            assert p10 == pytest.approx(np.percentile(v, 10), rel=1e-6)
+            assert p90 == pytest.approx(np.percentile(v, 90), rel=1e-6)
+            assert json.loads(decisions)[0]["offset_dn"] == 0
+    # Baseline 02.14: no BOA offset; the desert has no dark surface, so metadata decides.
+    assert [q[2:] for q in quality] == [(False, "inconclusive", 0, "metadata")] * 2
