@@ -73,11 +73,15 @@ def summarize(config: PipelineConfig, out: Path, partition: str, results: Any) -
         return getattr(entry, "value", entry)
 
     objects_dir = out / "objects"
-    files = [p for p in objects_dir.rglob("*.tif") if p.is_file()]
+    raw = [p for p in (objects_dir / "raw").rglob("*.tif") if p.is_file()]
+    products = [p for p in (objects_dir / "processed").rglob("*.tif") if p.is_file()]
+    rows: dict[str, int] = {}
     with duckdb.connect(str(out / "warehouse.duckdb"), read_only=True) as con:
-        row = con.execute(
-            "SELECT count(*) FROM scene_metadata WHERE partition_date = ?", [partition]
-        ).fetchone()
+        for table in ("scene_metadata", "daily_aoi_stats", "scene_quality", "product_catalog"):
+            found = con.execute(
+                f"SELECT count(*) FROM {table} WHERE partition_date = ?", [partition]
+            ).fetchone()
+            rows[table] = int(found[0]) if found else 0
     return {
         "partition": partition,
         "stac_api": "local rustac server (stopped)",
@@ -85,15 +89,19 @@ def summarize(config: PipelineConfig, out: Path, partition: str, results: Any) -
         "bands": config.bands,
         "items_found": value("stac_items", "items"),
         "items_superseded": len(value("stac_items", "superseded_items") or []),
-        "objects_written": len(files),
-        "object_bytes": sum(p.stat().st_size for p in files),
-        "warehouse_rows": int(row[0]) if row else 0,
+        "band_objects": len(raw),
+        "band_bytes": sum(p.stat().st_size for p in raw),
+        "product_objects": len(products),
+        "product_bytes": sum(p.stat().st_size for p in products),
+        "warehouse_rows": rows,
         "object_store": str(objects_dir),
         "warehouse": str(out / "warehouse.duckdb"),
         "config": str(out / "pipeline.yaml"),
         "dagster_home": str(out / "dagster_home"),
         "look_at": {
             "band_rasters": str(objects_dir / "raw" / config.stac.collection / partition),
+            "products": str(objects_dir / "processed" / config.stac.collection / partition),
+            "stac_catalog": str(objects_dir / "processed" / "catalog.json"),
             "items": str(objects_dir / "stac" / config.stac.collection / partition / "items.json"),
             "query": _query_hint(out / "warehouse.duckdb"),
             "ui": "make dev",
@@ -102,7 +110,7 @@ def summarize(config: PipelineConfig, out: Path, partition: str, results: Any) -
 
 
 def _query_hint(db: Path) -> str:
-    sql = "SELECT item_id, aoi, cloud_cover, object_count FROM scene_metadata"
+    sql = "SELECT * FROM daily_aoi_stats"
     return (
         f'.venv/bin/python -c "import duckdb; '
         f"print(duckdb.connect('{db}', read_only=True).sql('{sql}'))\""
@@ -145,11 +153,18 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
         f"({summary['items_superseded']} superseded by a newer processing)"
     )
     print(
-        f"  objects written    {summary['objects_written']} COGs, "
-        f"{summary['object_bytes'] / 1e6:.2f} MB in {summary['object_store']}"
+        f"  band rasters       {summary['band_objects']} COGs, "
+        f"{summary['band_bytes'] / 1e6:.2f} MB in {summary['look_at']['band_rasters']}"
     )
-    print(f"  warehouse rows     {summary['warehouse_rows']} in {summary['warehouse']}")
-    print(f"  look at            {summary['look_at']['band_rasters']}")
+    print(
+        f"  products           {summary['product_objects']} COGs, "
+        f"{summary['product_bytes'] / 1e6:.2f} MB, STAC catalog "
+        f"{summary['look_at']['stac_catalog']}"
+    )
+    rows = ", ".join(f"{t} {n}" for t, n in summary["warehouse_rows"].items())
+    print(f"  warehouse rows     {rows}")
+    print(f"  warehouse          {summary['warehouse']}")
+    print(f"  query              {summary['look_at']['query']}")
     print(f"  summary            {out / 'summary.json'}")
     print("  UI                 make dev  (then open http://127.0.0.1:3000)")
 

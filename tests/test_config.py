@@ -106,6 +106,9 @@ BOW_TIE = {
             "exactly one",
         ),
         (with_("stac.colection", "typo"), "stac.colection", "Extra inputs"),
+        (with_("transform.crs", "EPSG:999999"), "transform.crs", "unknown CRS"),
+        (with_("transform.invalid_scl_classes", [3, 12]), "transform.invalid_scl_classes", "0..11"),
+        (with_("bands", ["red", "green", "blue"]), "bands", "the transform needs ['nir', 'scl']"),
     ],
     ids=[
         "self-intersecting",
@@ -122,6 +125,9 @@ BOW_TIE = {
         "aoi-name",
         "geometry-and-bbox",
         "unknown-key",
+        "transform-crs",
+        "scl-classes",
+        "transform-bands",
     ],
 )
 def test_bad_config_names_the_field(doc: dict[str, Any], field: str, words: str) -> None:
@@ -132,6 +138,15 @@ def test_bad_config_names_the_field(doc: dict[str, Any], field: str, words: str)
     assert any(line.strip().startswith(field) and words in line for line in message.splitlines()), (
         message
     )
+
+
+def test_transform_defaults_and_opt_out() -> None:
+    config = parse_config(BASE)
+    assert config.transform.enabled and config.transform.resolution == 10.0
+    assert config.transform.invalid_scl_classes == [0, 1, 3, 8, 9, 10]
+    lean = parse_config({**with_("bands", ["red"]), "transform": {"enabled": False}})
+    assert lean.bands == ["red"]
+    assert parse_config(with_("transform.crs", "32632")).transform.crs == "EPSG:32632"
 
 
 def test_missing_secret_is_named() -> None:
