@@ -233,6 +233,22 @@ class TransformConfig(_Strict):
         return sorted(set(value))
 
 
+class LateDataConfig(_Strict):
+    """The late-scene sensor: which acquisition days to watch and when an item is late."""
+
+    lookback_days: int = Field(default=30, ge=1, le=36500)
+    grace_period_hours: float = Field(default=24.0, ge=0)
+    minimum_interval_seconds: int = Field(default=3600, ge=30)
+
+
+class ScheduleConfig(_Strict):
+    """The daily schedule materializes the latest complete UTC day, ``delay_hours`` after
+    its end (Earth Search indexes most scenes within hours)."""
+
+    enabled: bool = True
+    delay_hours: int = Field(default=6, ge=0, le=23)
+
+
 WarehouseConfig = Annotated[
     DuckDBWarehouseConfig | SnowflakeWarehouseConfig, Field(discriminator="kind")
 ]
@@ -246,6 +262,8 @@ class PipelineConfig(_Strict):
     storage: StorageConfig
     warehouse: WarehouseConfig
     transform: TransformConfig = TransformConfig()
+    late_data: LateDataConfig = LateDataConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
 
     @field_validator("aois")
     @classmethod

@@ -10,7 +10,12 @@ from geospatial_pipeline.assets.transform import build_transform_assets
 from geospatial_pipeline.assets.warehouse import build_warehouse_assets
 from geospatial_pipeline.config import PipelineConfig, load_config, require_secrets
 from geospatial_pipeline.partitions import daily_partitions
+from geospatial_pipeline.reconciliation import reconcile_catalog_job
 from geospatial_pipeline.resources import build_resources
+from geospatial_pipeline.schedules import build_daily_schedule
+from geospatial_pipeline.sensors import build_late_scenes_sensor
+
+INGEST_JOB = "ingest_daily"
 
 
 def build_assets(config: PipelineConfig) -> list[AssetsDefinition]:
@@ -31,14 +36,24 @@ def build_defs(config: PipelineConfig) -> Definitions:
     # Fail while loading the code location, naming the variable, rather than mid-run.
     require_secrets(config)
     assets = build_assets(config)
+    partitions = daily_partitions(config.partitions.start_date)
     ingest_job = define_asset_job(
-        "ingest_daily",
+        INGEST_JOB,
         selection=assets,
-        partitions_def=assets[0].partitions_def,
+        partitions_def=partitions,
         description="Everything for one UTC day: search, band windows, scene metadata, "
         "analysis-ready products and datamart tables.",
     )
-    return Definitions(assets=assets, jobs=[ingest_job], resources=build_resources(config))
+    schedules = (
+        [build_daily_schedule(ingest_job, config.schedule)] if config.schedule.enabled else []
+    )
+    return Definitions(
+        assets=assets,
+        jobs=[ingest_job, reconcile_catalog_job],
+        schedules=schedules,
+        sensors=[build_late_scenes_sensor(ingest_job, partitions, config.late_data)],
+        resources=build_resources(config),
+    )
 
 
 defs = build_defs(load_config())

@@ -49,3 +49,7 @@ def product_dir(collection: str, day: dt.date, aoi: str, item_id: str) -> str:
 
 def products_manifest_key(collection: str, day: dt.date) -> str:
     return join_key("manifests", sanitize_component(collection), day.isoformat(), "products.json")
+
+
+def late_record_key(day: dt.date, item_id: str) -> str:
+    return join_key("late_data", day.isoformat(), f"{sanitize_component(item_id)}.json")

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 
-from dagster import DailyPartitionsDefinition
+from dagster import BackfillPolicy, BetaWarning, DailyPartitionsDefinition
+
+# One run per day in backfills: each day is independent, a failed day does not fail its
+# neighbours, and runs spread over the Kubernetes run launcher's concurrency.
+BACKFILL_POLICY = BackfillPolicy.multi_run(max_partitions_per_run=1)
+# The parameter is marked beta; the policy is deliberate, so say it once, not per asset.
+warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=BetaWarning)
 
 
 def daily_partitions(start_date: dt.date) -> DailyPartitionsDefinition:

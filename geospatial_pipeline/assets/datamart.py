@@ -26,7 +26,7 @@ from geospatial_pipeline.assets.transform import (
     load_products_manifest,
 )
 from geospatial_pipeline.layout import processed_prefix
-from geospatial_pipeline.partitions import partition_day
+from geospatial_pipeline.partitions import BACKFILL_POLICY, partition_day
 from geospatial_pipeline.raster.cog import gdal_env
 from geospatial_pipeline.resources.stac import StacSearchResource
 from geospatial_pipeline.resources.storage import ObjectStoreResource
@@ -136,6 +136,7 @@ def build_datamart_assets(
     @asset(
         key=DAILY_STATS_KEY,
         partitions_def=partitions,
+        backfill_policy=BACKFILL_POLICY,
         deps=[ANALYSIS_READY],
         group_name="datamart",
         kinds={warehouse_kind, "table"},
@@ -181,6 +182,7 @@ def build_datamart_assets(
     @asset(
         key=PRODUCT_CATALOG_KEY,
         partitions_def=partitions,
+        backfill_policy=BACKFILL_POLICY,
         deps=[ANALYSIS_READY],
         group_name="datamart",
         kinds={warehouse_kind, "table"},

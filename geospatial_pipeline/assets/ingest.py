@@ -18,7 +18,7 @@ from dagster import (
 
 from geospatial_pipeline.assets.preview import markdown_table
 from geospatial_pipeline.layout import band_key, items_key, manifest_key, raw_prefix
-from geospatial_pipeline.partitions import partition_day
+from geospatial_pipeline.partitions import BACKFILL_POLICY, partition_day
 from geospatial_pipeline.raster.cog import gdal_env, validate_cog_path
 from geospatial_pipeline.raster.extract import BandTask, extract_band_windows
 from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
@@ -46,6 +46,7 @@ def build_ingest_assets(
     @asset(
         key=STAC_ITEMS,
         partitions_def=partitions,
+        backfill_policy=BACKFILL_POLICY,
         group_name="ingest",
         kinds={"stac", storage_kind},
         description=(
@@ -106,6 +107,7 @@ def build_ingest_assets(
     @asset(
         key=BAND_RASTERS,
         partitions_def=partitions,
+        backfill_policy=BACKFILL_POLICY,
         deps=[STAC_ITEMS],
         group_name="ingest",
         kinds={"cog", storage_kind},

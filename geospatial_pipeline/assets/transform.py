@@ -31,7 +31,7 @@ from geospatial_pipeline.layout import (
     product_dir,
     products_manifest_key,
 )
-from geospatial_pipeline.partitions import partition_day
+from geospatial_pipeline.partitions import BACKFILL_POLICY, partition_day
 from geospatial_pipeline.raster.cog import gdal_env, validate_cog_bytes, validate_cog_path
 from geospatial_pipeline.raster.extract import COG_CONTENT_TYPE
 from geospatial_pipeline.raster.grid import Grid, aoi_grid
@@ -120,6 +120,7 @@ def build_transform_assets(partitions: DailyPartitionsDefinition) -> list[Assets
     @asset(
         key=ANALYSIS_READY,
         partitions_def=partitions,
+        backfill_policy=BACKFILL_POLICY,
         deps=[BAND_RASTERS, SCENE_METADATA_KEY],
         group_name="transform",
         kinds={"cog", "stac"},

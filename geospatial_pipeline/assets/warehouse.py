@@ -24,7 +24,7 @@ from geospatial_pipeline.assets.ingest import (
 )
 from geospatial_pipeline.assets.preview import markdown_table
 from geospatial_pipeline.layout import raw_prefix
-from geospatial_pipeline.partitions import partition_day
+from geospatial_pipeline.partitions import BACKFILL_POLICY, partition_day
 from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
 from geospatial_pipeline.resources.storage import ObjectStoreResource
 from geospatial_pipeline.resources.warehouse import WarehouseResource
@@ -41,6 +41,7 @@ def build_warehouse_assets(
     @asset(
         key=SCENE_METADATA_KEY,
         partitions_def=partitions,
+        backfill_policy=BACKFILL_POLICY,
         deps=[STAC_ITEMS, BAND_RASTERS],
         group_name="warehouse",
         kinds={warehouse_kind, "table"},

@@ -30,6 +30,9 @@ def to_item_collection(day: DayItems, *, api_url: str, collection: str) -> dict[
                 {"item_id": s.item_id, "superseded_by": s.superseded_by} for s in day.superseded
             ],
             "dropped_over_limit": day.dropped_over_limit,
+            # Everything the search returned, kept or not, so the late-scene sensor can
+            # tell a re-publication of a seen item from a new one.
+            "seen": day.seen,
         },
     }
 
@@ -50,4 +53,5 @@ def from_item_collection(doc: dict[str, Any]) -> DayItems:
         dropped_over_limit=list(meta["dropped_over_limit"]),
         filter_mode=meta["filter_mode"],
         matched=int(meta["matched"]),
+        seen=dict(meta.get("seen", {})),
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -63,6 +65,7 @@ class DayItems:
     dropped_over_limit: list[str] = field(default_factory=list)
     filter_mode: FilterMode = "client"
     matched: int = 0  # items returned by the API before any filtering
+    seen: dict[str, str] = field(default_factory=dict)  # every returned id -> fingerprint
 
     def scenes(self, bands: Sequence[str]) -> dict[str, SceneItem]:
         return {raw["id"]: validate_item(raw, list(bands)) for raw in self.items}
@@ -216,4 +219,74 @@ def search_day(
         dropped_over_limit=dropped,
         filter_mode=mode,
         matched=matched,
+        seen={item_id: content_fingerprint(raw) for item_id, raw in sorted(raw_by_id.items())},
     )
+
+
+def content_fingerprint(item: dict[str, Any]) -> str:
+    """Hash of an item's content, ignoring when and where it was (re)published: the
+    ``updated`` time and the API links."""
+    content = {k: v for k, v in item.items() if k != "links"}
+    content["properties"] = {k: v for k, v in item.get("properties", {}).items() if k != "updated"}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def search_updated_since(
+    client: Client,
+    settings: SearchSettings,
+    aois: Sequence[AoiQuery],
+    first_day: dt.date,
+    last_day: dt.date,
+    since: dt.datetime,
+) -> list[dict[str, Any]]:
+    """Items acquired in [first_day, last_day] over the AOIs and indexed after ``since``.
+
+    The ``updated`` filter goes to the server only where the API declares the query or
+    filter extension, and is always applied on the client too.
+    """
+    mode = filter_mode(client)
+    start, _ = day_window(first_day)
+    _, end = day_window(last_day)
+    last = end - dt.timedelta(microseconds=1)
+    stamp = since.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    found: dict[str, dict[str, Any]] = {}
+    for aoi in aois:
+        params: dict[str, Any] = {
+            "collections": [settings.collection],
+            "datetime": f"{start.strftime('%Y-%m-%dT%H:%M:%SZ')}/"
+            f"{last.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}",
+            "limit": settings.page_size,
+            "method": "POST",
+        }
+        if aoi.bbox is not None:
+            params["bbox"] = list(aoi.bbox)
+        else:
+            params["intersects"] = aoi.geometry
+        if mode == "query":
+            params["query"] = {"updated": {"gt": stamp}}
+        elif mode == "filter":
+            params["filter"] = {"op": ">", "args": [{"property": "updated"}, {"timestamp": stamp}]}
+            params["filter_lang"] = "cql2-json"
+        try:
+            pages = client.search(**params).pages_as_dicts()
+            for page in pages:
+                for raw in page["features"]:
+                    found.setdefault(str(raw.get("id")), raw)
+        except APIError as exc:
+            raise StacSearchError(
+                f"STAC search for updates failed for AOI {aoi.name!r} at {settings.api_url}: {exc}"
+            ) from exc
+    out = []
+    for item_id in sorted(found):
+        raw = found[item_id]
+        props = raw.get("properties") or {}
+        stamp_value = props.get("updated") or props.get("created")
+        if not stamp_value:
+            continue
+        updated = dt.datetime.fromisoformat(str(stamp_value).replace("Z", "+00:00"))
+        if updated.tzinfo is None:
+            updated = updated.replace(tzinfo=dt.UTC)
+        if updated > since:
+            out.append(raw)
+    return out

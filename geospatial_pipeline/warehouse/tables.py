@@ -207,6 +207,23 @@ PRODUCT_CATALOG = Table(
 )
 
 
+# What the catalog holds versus what the pipeline stored, per day and AOI.
+CATALOG_RECONCILIATION = Table(
+    name="catalog_reconciliation",
+    columns=(
+        Column("day", ColumnType.DATE, nullable=False),
+        Column("aoi", ColumnType.STRING, nullable=False),
+        Column("catalog_items", ColumnType.BIGINT, nullable=False),
+        Column("stored_items", ColumnType.BIGINT, nullable=False),
+        Column("missing", ColumnType.JSON),  # in the catalog, not stored
+        Column("extra", ColumnType.JSON),  # stored, no longer in the catalog
+        Column("checked_at", ColumnType.TIMESTAMP, nullable=False),
+    ),
+    partition_column="day",
+    natural_key=("aoi",),
+)
+
+
 def dump_json(value: Any) -> str:
     """Serialize deterministically so that re-running a partition writes identical text."""
     return json.dumps(
