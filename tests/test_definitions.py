@@ -88,3 +88,42 @@ def test_workspace_yaml_loads_code_location(tmp_path: Path) -> None:
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
     assert "Validation successful for code location geospatial_pipeline" in output
+
+
+def test_jobs_schedules_sensors_listed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The code location's automation, listed once: a change here is deliberate."""
+    import datetime as dt
+
+    from dagster import build_schedule_context
+
+    from geospatial_pipeline.config import parse_config
+    from geospatial_pipeline.definitions import build_defs
+
+    config = parse_config(
+        {
+            "aois": [{"name": "a", "bbox": [9.0, 47.0, 9.1, 47.1]}],
+            "partitions": {"start_date": "2024-01-01"},
+            "storage": {"url": str(tmp_path)},
+            "warehouse": {"kind": "duckdb", "path": str(tmp_path / "w.duckdb")},
+            "schedule": {"delay_hours": 6},
+        }
+    )
+    defs = build_defs(config)
+    repo = defs.get_repository_def()
+    assert sorted(j.name for j in repo.get_all_jobs() if not j.name.startswith("__")) == [
+        "ingest_daily",
+        "reconcile_catalog",
+    ]
+    assert [s.name for s in repo.schedule_defs] == ["daily_ingest_schedule"]
+    assert [s.name for s in repo.sensor_defs] == ["late_scenes_sensor"]
+    schedule = repo.get_schedule_def("daily_ingest_schedule")
+    assert schedule.cron_schedule == "0 6 * * *"
+    assert schedule.execution_timezone in (None, "UTC")
+    # At 06:00 UTC on the 16th the latest complete UTC day is the 15th.
+    when = dt.datetime(2024, 6, 16, 6, 0, tzinfo=dt.UTC)
+    with build_schedule_context(scheduled_execution_time=when) as context:
+        requests = schedule.evaluate_tick(context).run_requests or []
+    assert [r.partition_key for r in requests] == ["2024-06-15"]
+    sensor = repo.get_sensor_def("late_scenes_sensor")
+    assert sensor.minimum_interval_seconds == 3600
+    assert sensor.job_name == "ingest_daily"
