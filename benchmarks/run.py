@@ -8,7 +8,9 @@
    are compared (same shapes, same values) so that both measure the same work.
 3. Timing pass: both readers go straight to the server; every repetition runs in a
    freshly forked process (cold GDAL caches), the two readers alternating.
-4. Print the table and, as the last line, one JSON object.
+4. Transform benchmark (``benchmarks/transform.py``): ``transform_scene`` on a 20 km AOI
+   at 10 m against a memory-bandwidth bound, and its peak RSS.
+5. Print the tables and, as the last line, one JSON object.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 from shapely.geometry import mapping
 
 from benchmarks import data
+from benchmarks import transform as transform_bench
 from benchmarks.proxy import ByteCountingProxy, PathStats
 from benchmarks.workers import Job, child_main
 from geospatial_pipeline.raster.window import DENSIFY_DEGREES
@@ -279,9 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repetitions", type=int, default=REPETITIONS)
     parser.add_argument("--threads", type=int, default=THREADS)
+    parser.add_argument("--transform-repetitions", type=int, default=transform_bench.REPETITIONS)
     args = parser.parse_args(argv)
-    if args.repetitions < 1:
-        parser.error("--repetitions must be >= 1")
+    if args.repetitions < 1 or args.transform_repetitions < 1:
+        parser.error("--repetitions and --transform-repetitions must be >= 1")
 
     if not data.COG_DIR.is_dir() or not data.ITEM_PATH.is_file():
         print(f"shared data not found under {data.SHARED_DATA}", file=sys.stderr)
@@ -393,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark wall time": f"{time.monotonic() - t_start:.0f} s",
     }
     print_report(results, conditions, summary)
+    # transform_mpix_per_s, transform_vs_memory_bound, transform_peak_rss_mb
+    summary.update(transform_bench.run(args.transform_repetitions))
     print(json.dumps(summary, separators=(",", ":")))
     return 0
 

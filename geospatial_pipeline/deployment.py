@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any, Final, Literal, cast, get_args
+from typing import Any, Final, Literal, get_args
 
 from dagster import ExecutorDefinition
 
@@ -53,11 +53,12 @@ def current_environment(environ: Mapping[str, str] | None = None) -> Environment
     """The environment named by ``GEOSPATIAL_PIPELINE_ENV``; ``local`` when it is unset."""
     env = os.environ if environ is None else environ
     value = env.get(DEPLOY_ENV_VAR, "").strip() or "local"
-    if value not in ENVIRONMENTS:
-        raise ConfigError(
-            f"{DEPLOY_ENV_VAR}: unknown environment {value!r}; expected one of {list(ENVIRONMENTS)}"
-        )
-    return cast(Environment, value)
+    for known in ENVIRONMENTS:
+        if value == known:
+            return known
+    raise ConfigError(
+        f"{DEPLOY_ENV_VAR}: unknown environment {value!r}; expected one of {list(ENVIRONMENTS)}"
+    )
 
 
 def is_kubernetes(environment: Environment) -> bool:

@@ -77,14 +77,18 @@ def pixel_verdict(
     ``dns``: the reflectance bands' DNs on one grid; ``valid``: pixels to trust (clear,
     with data); ``dark_bands``: the red and blue DNs.
     """
-    values = np.concatenate([band[valid].ravel() for band in dns]) if dns else np.empty(0)
-    values = values[np.isfinite(values) & (values > 0)]
-    if values.size == 0:
+    n = below = 0
+    for band in dns:
+        values = band[valid]
+        positive = values > 0  # False for NaN
+        n += int(np.count_nonzero(positive))
+        below += int(np.count_nonzero(positive & (values < BOA_OFFSET_DN)))
+    if n == 0:
         return "inconclusive", 0.0, None, 0
-    share_below = float(np.mean(values < BOA_OFFSET_DN))
+    share_below = below / n
     dark_mask = valid & np.isin(scl, DARK_SCL_CLASSES)
     dark = np.concatenate([band[dark_mask].ravel() for band in dark_bands])
-    dark = dark[np.isfinite(dark) & (dark > 0)]
+    dark = dark[dark > 0]
     dark_p5 = float(np.percentile(dark, 5)) if dark.size else None
     if share_below > ABSENT_SHARE:
         return "absent", share_below, dark_p5, int(dark.size)

@@ -113,7 +113,7 @@ def transform_scene(
     has_data = inside & (scl != 0)
     for arr in dns.values():
         has_data &= np.isfinite(arr)
-    valid = has_data & ~np.isin(scl, settings.invalid_scl)
+    valid = has_data & ~_class_lut(settings.invalid_scl)[scl]
     decision = decide_offset(
         meta.baseline,
         meta.boa_offset_applied,
@@ -136,10 +136,10 @@ def transform_scene(
         "pixels_with_data": n_data,
         "valid_pixels": int(valid.sum()),
         "valid_pixel_fraction": (float(valid.sum()) / n_data) if n_data else 0.0,
-        "cloud_fraction": (float((np.isin(scl, CLOUD_SCL) & has_data).sum()) / n_data)
+        "cloud_fraction": (float((_class_lut(CLOUD_SCL)[scl] & has_data).sum()) / n_data)
         if n_data
         else 0.0,
-        "shadow_fraction": (float((np.isin(scl, SHADOW_SCL) & has_data).sum()) / n_data)
+        "shadow_fraction": (float((_class_lut(SHADOW_SCL)[scl] & has_data).sum()) / n_data)
         if n_data
         else 0.0,
         "negative_reflectance_share": _negative_share(dns.values(), valid),
@@ -147,12 +147,22 @@ def transform_scene(
     return SceneLayers(grid, layers, valid, decision, stats)
 
 
+def _class_lut(classes: tuple[int, ...]) -> np.ndarray:
+    """Boolean lookup table over uint8 class values: ``lut[scl]`` is ``np.isin(scl, classes)``."""
+    lut = np.zeros(256, dtype=bool)
+    lut[list(classes)] = True
+    return lut
+
+
 def _negative_share(bands: Any, valid: np.ndarray) -> float:
+    """Share of negative values among the valid pixels of ``bands`` (each NaN where not
+    valid, so a plain count suffices)."""
+    bands = list(bands)
     n = int(valid.sum())
-    if not n:
+    if not n or not bands:
         return 0.0
-    neg = sum(int((np.nan_to_num(b, nan=0.0)[valid] < 0).sum()) for b in bands)
-    return neg / (n * 4)
+    neg = sum(int(np.count_nonzero(b[valid] < 0)) for b in bands)
+    return neg / (n * len(bands))
 
 
 def encode_layer(array: np.ndarray, grid: Grid) -> bytes:

@@ -1,0 +1,448 @@
+"""Benchmark: ``transform_scene`` on a 20 km x 20 km AOI at 10 m, against a memory-bandwidth
+bound measured in the same run, and its peak RSS.
+
+Run by ``make bench`` (``benchmarks/run.py`` calls :func:`run`) or alone with
+``.venv/bin/python -m benchmarks.transform [--repetitions N]``. See benchmarks/README.md.
+
+1. Inputs: the sample catalog (``generate_sample_catalog``) of one real tile (31TCJ) on
+   2024-06-15, baseline 05.10 (+1000 DN in the pixels), cut to the AOI's windows exactly
+   as ingestion stores them (``read_aoi_window`` + ``encode_cog``): four 10 m uint16 band
+   COGs and one 20 m SCL COG, local files. Cached under ``.data/bench-transform/``.
+2. Every repetition runs in a fresh interpreter: the first ``transform_scene`` call there
+   is timed (cold GDAL/PROJ state; the OS page cache holds the files for every run alike),
+   then its peak RSS is read (VmHWM, see :func:`_rss_mb`), then a second call (warm), the
+   COG encoding of the six layers (first run only, reported separately), and the copy
+   bound. The inputs are generated in a child process as well.
+3. Memory-bandwidth bound: one numpy copy pass (``np.copyto`` into pre-faulted arrays) over
+   the same input arrays (the five bands as decoded) and output arrays (six float32 layers
+   and the validity mask), median of several passes, in the same process.
+   ``transform_vs_memory_bound`` = median cold transform time / median copy time.
+4. One extra fresh process runs the transform under cProfile: where the time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE_DIR = REPO / ".data" / "bench-transform"
+CACHE_VERSION = 1  # bump when the inputs below change
+
+AOI_KM = 20.0
+RESOLUTION = 10.0
+DAY = dt.date(2024, 6, 15)
+EPSG = 32631
+CENTRE_UTM = (355_000.0, 4_845_000.0)  # well inside tile 31TCJ (Toulouse), one tile only
+BANDS = ("red", "green", "blue", "nir", "scl")
+LAYERS = ("red", "green", "blue", "nir", "ndvi", "ndwi")
+REPETITIONS = 5
+COPY_PASSES = 7
+TARGET_VS_MEMORY_BOUND = 3.0
+CHILD_TIMEOUT_S = 300
+PROFILE_TOP = 14
+
+
+def aoi_geometry() -> Any:
+    """A 20 km x 20 km square in EPSG:32631, as a lon/lat polygon (edges densified)."""
+    from pyproj import Transformer
+    from shapely import transform as shp_transform
+    from shapely.geometry import box
+
+    x, y = CENTRE_UTM
+    half = AOI_KM * 500
+    square = box(x - half, y - half, x + half, y + half).segmentize(100.0)
+    to_ll = Transformer.from_crs(EPSG, 4326, always_xy=True)
+    return shp_transform(square, to_ll.transform, interleaved=False)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _cache_key() -> dict[str, Any]:
+    return {
+        "version": CACHE_VERSION,
+        "day": DAY.isoformat(),
+        "centre": list(CENTRE_UTM),
+        "aoi_km": AOI_KM,
+        "bands": list(BANDS),
+    }
+
+
+def prepare_inputs(cache: Path = CACHE_DIR) -> dict[str, Any]:
+    """The AOI window COGs of one sample scene (made once, then reused)."""
+    manifest_path = cache / "inputs.json"
+    if manifest_path.is_file():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("key") == _cache_key() and all(
+            Path(p).is_file() for p in manifest["paths"].values()
+        ):
+            manifest["prepared_s"] = 0.0
+            return dict(manifest)
+
+    from geospatial_pipeline.local.sample_catalog import generate_sample_catalog
+    from geospatial_pipeline.raster.cog import encode_cog, read_aoi_window
+    from geospatial_pipeline.raster.scene import scene_meta
+
+    start = time.monotonic()
+    aoi = aoi_geometry()
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-transform-") as tmp:
+        catalog = generate_sample_catalog(Path(tmp), DAY, aoi.bounds)
+        items = [it for it in catalog.items if it["id"].endswith("_0_L2A")]
+        if len(items) != 1:
+            raise RuntimeError(f"expected one first-processing item, got {len(items)}")
+        item = items[0]
+        paths: dict[str, str] = {}
+        shapes: dict[str, list[int]] = {}
+        for band in BANDS:
+            data = read_aoi_window(item["assets"][band]["href"], aoi)
+            if data is None:
+                raise RuntimeError(f"AOI outside the {band} raster")
+            path = cache / f"{band}.tif"
+            path.write_bytes(encode_cog(data, categorical=band == "scl"))
+            paths[band] = str(path)
+            shapes[band] = list(data.shape)
+    meta = scene_meta(item)
+    manifest = {
+        "key": _cache_key(),
+        "item_id": item["id"],
+        "meta": {
+            "baseline": meta.baseline,
+            "boa_offset_applied": meta.boa_offset_applied,
+            "raster_offset": meta.raster_offset,
+            "scale": meta.scale,
+        },
+        "paths": paths,
+        "shapes": shapes,
+        "bytes": {b: Path(p).stat().st_size for b, p in paths.items()},
+    }
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+    manifest["prepared_s"] = round(time.monotonic() - start, 1)
+    return manifest
+
+
+# --------------------------------------------------------------------------- child
+
+
+def _rss_mb() -> float:
+    """Peak RSS of this process, MB (MiB).
+
+    VmHWM where /proc exists: ``ru_maxrss`` survives fork + exec, so a fresh interpreter
+    reports its parent's RSS at fork time until it exceeds it (measured: a child of a
+    2.5 GB parent reports 2.5 GB before doing anything). Elsewhere ``ru_maxrss`` (KiB on
+    Linux).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child(manifest_path: Path, profile: bool, encode: bool) -> dict[str, Any]:
+    """One measurement in this (fresh) process; returns the figures."""
+    t_import = time.perf_counter()
+    import numpy as np
+    import rasterio
+
+    from geospatial_pipeline.raster.grid import aoi_grid
+    from geospatial_pipeline.raster.scene import (
+        SceneMeta,
+        TransformSettings,
+        encode_layer,
+        transform_scene,
+    )
+
+    import_s = time.perf_counter() - t_import
+    manifest = json.loads(manifest_path.read_text())
+    paths = manifest["paths"]
+    meta = SceneMeta(**manifest["meta"])
+    settings = TransformSettings(resolution=RESOLUTION)
+    aoi = aoi_geometry()
+    grid = aoi_grid(aoi, RESOLUTION)
+    rss_before = _rss_mb()
+
+    if profile:
+        import cProfile
+        import io
+        import pstats
+
+        profiler = cProfile.Profile()
+        t0 = time.perf_counter()
+        profiler.enable()
+        transform_scene(paths, aoi, grid, meta, settings)
+        profiler.disable()
+        total = time.perf_counter() - t0
+        table: dict[Any, Any] = pstats.Stats(profiler, stream=io.StringIO()).stats  # type: ignore[attr-defined]
+        rows = []
+        for (file, line, name), (_cc, ncalls, tt, ct, _callers) in table.items():
+            where = f"{Path(file).name}:{line}" if line else file
+            rows.append(
+                {"function": f"{name} ({where})", "calls": ncalls, "tottime": tt, "cumtime": ct}
+            )
+        rows.sort(key=lambda r: r["tottime"], reverse=True)
+        return {"profile_total_s": total, "profile": rows[:PROFILE_TOP]}
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    scene = transform_scene(paths, aoi, grid, meta, settings)
+    cold_s, cold_cpu_s = time.perf_counter() - t0, time.process_time() - c0
+    rss_peak = _rss_mb()
+    decision = scene.decision.offset_dn, scene.decision.decided_by
+    valid_fraction = scene.stats["valid_pixel_fraction"]
+    del scene
+
+    t0 = time.perf_counter()
+    scene = transform_scene(paths, aoi, grid, meta, settings)
+    warm_s = time.perf_counter() - t0
+
+    encode_s = encoded = None
+    if encode:  # seconds per run: measured in one run only
+        t0 = time.perf_counter()
+        encoded = sum(len(encode_layer(scene.layers[name], grid)) for name in LAYERS)
+        encode_s = time.perf_counter() - t0
+
+    # The copy bound: the same inputs (as decoded) and outputs, one np.copyto pass each.
+    inputs = []
+    for band in BANDS:
+        with rasterio.open(paths[band]) as src:
+            inputs.append(src.read(1))
+    outputs = [scene.layers[name] for name in LAYERS] + [scene.valid]
+    arrays = inputs + outputs
+    targets = [np.empty_like(a) for a in arrays]
+    for dst, src in zip(targets, arrays, strict=True):  # fault the pages in once
+        np.copyto(dst, src)
+    copy_runs = []
+    for _ in range(COPY_PASSES):
+        t0 = time.perf_counter()
+        for dst, src in zip(targets, arrays, strict=True):
+            np.copyto(dst, src)
+        copy_runs.append(time.perf_counter() - t0)
+    return {
+        "import_s": import_s,
+        "cold_s": cold_s,
+        "cold_cpu_s": cold_cpu_s,
+        "warm_s": warm_s,
+        "encode_s": encode_s,
+        "encoded_bytes": encoded,
+        "copy_s": statistics.median(copy_runs),
+        "copy_runs_s": copy_runs,
+        "in_bytes": sum(a.nbytes for a in inputs),
+        "out_bytes": sum(a.nbytes for a in outputs),
+        "in_shapes": {b: list(a.shape) for b, a in zip(BANDS, inputs, strict=True)},
+        "grid": [grid.height, grid.width, grid.crs],
+        "rss_before_mb": rss_before,
+        "rss_peak_mb": rss_peak,
+        "offset_dn": decision[0],
+        "decided_by": decision[1],
+        "valid_fraction": valid_fraction,
+    }
+
+
+def run_child(
+    manifest_path: Path | None, profile: bool = False, encode: bool = False, prepare: bool = False
+) -> dict[str, Any]:
+    """Run :func:`child` (or :func:`prepare_inputs`) in a new interpreter; its figures are
+    its last stdout line."""
+    cmd = [sys.executable, "-m", "benchmarks.transform"]
+    if prepare:
+        cmd.append("--prepare")
+    if manifest_path is not None:
+        cmd += ["--child", str(manifest_path)]
+    if profile:
+        cmd.append("--profile")
+    if encode:
+        cmd.append("--encode")
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    proc = subprocess.run(
+        cmd,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT_S,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"transform child failed ({proc.returncode}):\n{proc.stderr}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def measure(repetitions: int = REPETITIONS) -> dict[str, Any]:
+    """Prepare the inputs, run the repetitions and the profile; return all figures."""
+    t_start = time.monotonic()
+    # In a child too: generating the sample scene takes GBs this process would keep.
+    prepared = run_child(None, prepare=True)
+    manifest_path = CACHE_DIR / "inputs.json"
+    manifest = {**json.loads(manifest_path.read_text()), "prepared_s": prepared["prepared_s"]}
+    for path in manifest["paths"].values():  # same page-cache state for every run
+        Path(path).read_bytes()
+    runs = [run_child(manifest_path, encode=i == 0) for i in range(repetitions)]
+    profile = run_child(manifest_path, profile=True)
+    height, width, crs = runs[0]["grid"]
+    cold = statistics.median(r["cold_s"] for r in runs)
+    copy = statistics.median(r["copy_s"] for r in runs)
+    mpix = height * width / 1e6
+    return {
+        "manifest": manifest,
+        "runs": runs,
+        "profile": profile,
+        "grid": (height, width, crs),
+        "mpix": mpix,
+        "cold_s": cold,
+        "warm_s": statistics.median(r["warm_s"] for r in runs),
+        "encode_s": runs[0]["encode_s"],
+        "copy_s": copy,
+        "ratio": cold / copy,
+        "rss_peak_mb": max(r["rss_peak_mb"] for r in runs),
+        "rss_before_mb": statistics.median(r["rss_before_mb"] for r in runs),
+        "wall_s": time.monotonic() - t_start,
+        "repetitions": repetitions,
+    }
+
+
+def summary_keys(m: dict[str, Any]) -> dict[str, Any]:
+    """The figures that go into ``make bench``'s JSON line."""
+    return {
+        "transform_mpix_per_s": round(m["mpix"] / m["cold_s"], 3),
+        "transform_vs_memory_bound": round(m["ratio"], 2),
+        "transform_peak_rss_mb": round(m["rss_peak_mb"], 1),
+    }
+
+
+def print_report(m: dict[str, Any]) -> None:
+    import numpy
+    import rasterio
+
+    r0 = m["runs"][0]
+    height, width, crs = m["grid"]
+    manifest = m["manifest"]
+    gbytes = (r0["in_bytes"] + r0["out_bytes"]) / 1e9
+    print()
+    print("Transform: transform_scene on a 20 km x 20 km AOI at 10 m vs a memory-bandwidth bound")
+    print("=" * 86)
+    conditions = {
+        "input": (
+            f"sample scene {manifest['item_id']} (baseline {manifest['meta']['baseline']}, "
+            f"+1000 DN in the pixels), AOI window COGs as ingestion writes them: "
+            + ", ".join(f"{b} {'x'.join(map(str, manifest['shapes'][b][1:]))}" for b in BANDS)
+            + f" ({sum(manifest['bytes'].values()) / 1e6:.1f} MB, local files, page cache warm)"
+        ),
+        "output grid": f"{height} x {width} px = {m['mpix']:.2f} Mpx, {crs}, 10 m, bilinear",
+        "timed": (
+            "transform_scene(): read+decode 5 COGs, resample onto the grid, AOI mask, "
+            "offset decision, reflectance, NDVI/NDWI (no COG encoding, no upload)"
+        ),
+        "threads": "1 (rasterio reproject num_threads=1; decode and numpy in the caller)",
+        "repetitions": (
+            f"{m['repetitions']}, each in a fresh interpreter (first call cold), median"
+        ),
+        "memory bound": (
+            f"np.copyto of the 5 input arrays ({r0['in_bytes'] / 1e6:.0f} MB) and 7 output "
+            f"arrays ({r0['out_bytes'] / 1e6:.0f} MB) into pre-faulted arrays, median of "
+            f"{COPY_PASSES} passes per run"
+        ),
+        "machine": (
+            f"nproc={os.cpu_count()}, {platform.machine()}, Python "
+            f"{platform.python_version()}, numpy {numpy.__version__}, GDAL "
+            f"{rasterio.__gdal_version__}"
+        ),
+        "benchmark wall time": (
+            f"{m['wall_s']:.0f} s (inputs prepared in {manifest['prepared_s']:.0f} s; 0 = cached)"
+        ),
+    }
+    for key, value in conditions.items():
+        print(f"{key:<20} {value}")
+    print()
+    cold_ms = [f"{r['cold_s'] * 1000:.0f}" for r in m["runs"]]
+    cpu_ms = [f"{r['cold_cpu_s'] * 1000:.0f}" for r in m["runs"]]
+    warm_ms = [f"{r['warm_s'] * 1000:.0f}" for r in m["runs"]]
+    copy_ms = [f"{r['copy_s'] * 1000:.1f}" for r in m["runs"]]
+    cpu = statistics.median(r["cold_cpu_s"] for r in m["runs"])
+    print(f"{'':<22} {'per run, in run order':<40} {'':>6} {'ms':>8}")
+    print(f"{'transform cold':<22} {' '.join(cold_ms):<40} median {m['cold_s'] * 1000:8.1f}")
+    print(f"{'  its CPU time':<22} {' '.join(cpu_ms):<40} median {cpu * 1000:8.1f}")
+    print(f"{'transform warm':<22} {' '.join(warm_ms):<40} median {m['warm_s'] * 1000:8.1f}")
+    print(
+        f"{'copy bound':<22} {' '.join(copy_ms):<40} median {m['copy_s'] * 1000:8.1f}"
+        f"  ({2 * gbytes / m['copy_s']:.1f} GB/s read+write)"
+    )
+    print(
+        f"{'COG encode 6 layers':<22} {'(first run only)':<40} {'':>6} {m['encode_s'] * 1000:8.1f}"
+        f"  ({r0['encoded_bytes'] / 1e6:.1f} MB; not in the transform time)"
+    )
+    print(
+        f"throughput {m['mpix'] / m['cold_s']:.2f} Mpx/s cold, {m['mpix'] / m['warm_s']:.2f} "
+        f"Mpx/s warm; transform / copy bound = {m['ratio']:.1f} cold, "
+        f"{m['warm_s'] / m['copy_s']:.1f} warm"
+    )
+    print(
+        f"peak RSS {m['rss_peak_mb']:.0f} MB (interpreter + libraries before the call: "
+        f"{m['rss_before_mb']:.0f} MB; offset decision {r0['offset_dn']} DN by "
+        f"{r0['decided_by']}, valid fraction {r0['valid_fraction']:.3f})"
+    )
+    prof = m["profile"]
+    print()
+    print(
+        f"Where the time goes (cProfile, one cold call, {prof['profile_total_s'] * 1000:.0f} ms "
+        "with profiler overhead; top by own time):"
+    )
+    print(f"  {'own ms':>8} {'cum ms':>8} {'calls':>6}  function")
+    for row in prof["profile"]:
+        print(
+            f"  {row['tottime'] * 1000:8.1f} {row['cumtime'] * 1000:8.1f} {row['calls']:>6}  "
+            f"{row['function']}"
+        )
+    print()
+    ok = m["ratio"] <= TARGET_VS_MEMORY_BOUND
+    print(
+        f"target: transform_vs_memory_bound {m['ratio']:.2f} <= {TARGET_VS_MEMORY_BOUND} "
+        f"{'MET' if ok else 'NOT MET'}"
+    )
+
+
+def run(repetitions: int = REPETITIONS) -> dict[str, Any]:
+    """Measure, print the report, return the JSON keys (what ``benchmarks.run`` calls)."""
+    m = measure(repetitions)
+    print_report(m)
+    return summary_keys(m)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repetitions", type=int, default=REPETITIONS)
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--encode", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.prepare:
+        print(json.dumps({"prepared_s": prepare_inputs()["prepared_s"]}))
+        return 0
+    if args.child is not None:
+        print(json.dumps(child(args.child, args.profile, args.encode)))
+        return 0
+    if args.repetitions < 1:
+        parser.error("--repetitions must be >= 1")
+    print(json.dumps(run(args.repetitions), separators=(",", ":")))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
