@@ -47,3 +47,36 @@ lock:
 
 clean:
 	rm -rf .demo .data .dagster_home
+
+# ---------------------------------------------------------------- deployment checks
+# helm/, terraform/, deploy/ and the Dockerfile, offline (tests/test_deploy_*.py, also
+# part of `make test`). Terraform checks are skipped where terraform is not installed.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+
+.PHONY: checkov-venv checkov-lock helm-check tf-check deploy-check
+
+# checkov in its own environment, from its own hash-pinned lock: it pins many packages
+# that must not meet the project's.
+checkov-venv: $(CHECKOV_STAMP)
+
+$(CHECKOV_STAMP): tools/checkov/requirements.lock
+	rm -rf $(CHECKOV_VENV)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --require-hashes --no-deps -r tools/checkov/requirements.lock
+	touch $(CHECKOV_STAMP)
+
+# Regenerate checkov's lock (needs uv). It must name no index host either.
+checkov-lock:
+	uv pip compile tools/checkov/requirements.in --generate-hashes \
+	  --python-version 3.11 --no-header -o tools/checkov/requirements.lock
+	! grep -nE '(https?://|--index-url|--extra-index-url|--find-links)' tools/checkov/requirements.lock
+
+helm-check: $(STAMP)
+	$(BIN)/python -m pytest -q tests/test_deploy_helm.py
+
+tf-check: $(STAMP) $(CHECKOV_STAMP)
+	$(BIN)/python -m pytest -q -rs tests/test_deploy_terraform.py tests/test_deploy_checkov.py
+
+deploy-check: $(STAMP) $(CHECKOV_STAMP)
+	$(BIN)/python -m pytest -q -rs tests/test_deploy_*.py

@@ -9,6 +9,7 @@ from geospatial_pipeline.assets.ingest import build_ingest_assets
 from geospatial_pipeline.assets.transform import build_transform_assets
 from geospatial_pipeline.assets.warehouse import build_warehouse_assets
 from geospatial_pipeline.config import PipelineConfig, load_config, require_secrets
+from geospatial_pipeline.deployment import executor_for, heavy_run_tags
 from geospatial_pipeline.partitions import daily_partitions
 from geospatial_pipeline.reconciliation import reconcile_catalog_job
 from geospatial_pipeline.resources import build_resources
@@ -41,6 +42,8 @@ def build_defs(config: PipelineConfig) -> Definitions:
         INGEST_JOB,
         selection=assets,
         partitions_def=partitions,
+        # Run-level tag the QueuedRunCoordinator limits (heavy raster runs).
+        tags=heavy_run_tags(),
         description="Everything for one UTC day: search, band windows, scene metadata, "
         "analysis-ready products and datamart tables.",
     )
@@ -53,6 +56,8 @@ def build_defs(config: PipelineConfig) -> Definitions:
         schedules=schedules,
         sensors=[build_late_scenes_sensor(ingest_job, partitions, config.late_data)],
         resources=build_resources(config),
+        # k8s_job_executor (one pod per step) when GEOSPATIAL_PIPELINE_ENV is dev/prod.
+        executor=executor_for(),
     )
 
 

@@ -17,6 +17,7 @@ from dagster import (
 )
 
 from geospatial_pipeline.assets.preview import markdown_table
+from geospatial_pipeline.deployment import heavy_op_tags
 from geospatial_pipeline.layout import band_key, items_key, manifest_key, raw_prefix
 from geospatial_pipeline.partitions import BACKFILL_POLICY, partition_day
 from geospatial_pipeline.raster.cog import gdal_env, validate_cog_path
@@ -123,7 +124,7 @@ def build_ingest_assets(
                 description="Every published band object opens and passes rio-cogeo validation.",
             )
         ],
-        op_tags={"geospatial_pipeline/heavy": "raster"},
+        op_tags=heavy_op_tags(),
     )
     def band_rasters(
         context: AssetExecutionContext,

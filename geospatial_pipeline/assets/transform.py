@@ -24,6 +24,7 @@ from geospatial_pipeline import __version__
 from geospatial_pipeline.assets.ingest import BAND_RASTERS, load_day_items, load_manifest
 from geospatial_pipeline.assets.preview import markdown_table
 from geospatial_pipeline.assets.warehouse import SCENE_METADATA_KEY
+from geospatial_pipeline.deployment import heavy_op_tags
 from geospatial_pipeline.layout import (
     PRODUCTS_ROOT,
     day_catalog_key,
@@ -164,7 +165,7 @@ def build_transform_assets(partitions: DailyPartitionsDefinition) -> list[Assets
                 "disagree (the pixels were followed).",
             ),
         ],
-        op_tags={"geospatial_pipeline/heavy": "raster"},
+        op_tags=heavy_op_tags(),
     )
     def analysis_ready_rasters(
         context: AssetExecutionContext,

@@ -1,0 +1,189 @@
+"""Production execution: every step in its own pod (k8s_job_executor), the raster step in a
+bigger one through the `dagster-k8s/config` op tag, runs tagged for the run queue's limit.
+
+The step Jobs are built by dagster-k8s itself (tools/deploy_checks/k8s.py): the run launcher
+from deploy/dagster.yaml, the container context the user-deployment chart hands to runs,
+the executor's config and the op tags, merged as K8sStepHandler merges them. No cluster is
+involved: what is checked is the Job object that would be submitted.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dagster import AssetKey, AssetsDefinition, Definitions, asset, define_asset_job
+from dagster._config import process_config
+from dagster_k8s import k8s_job_executor
+
+from geospatial_pipeline.config import CONFIG_ENV_VAR, parse_config
+from geospatial_pipeline.definitions import build_assets
+from geospatial_pipeline.deployment import (
+    DEPLOY_ENV_VAR,
+    HEAVY_TAG_KEY,
+    HEAVY_TAG_VALUE,
+    K8S_CONFIG_TAG,
+    current_environment,
+    executor_for,
+    heavy_op_tags,
+    heavy_pod_tags,
+    heavy_run_tags,
+    step_executor_config,
+)
+from geospatial_pipeline.errors import ConfigError
+from geospatial_pipeline.resources import build_resources
+from tools.deploy_checks.helm import SAMPLE_TEMPLATE_VARS
+from tools.deploy_checks.k8s import step_job
+
+KUBERNETES_ENVS = ("dev", "prod")
+
+
+def local_config(tmp_path: Path) -> Any:
+    return parse_config(
+        {
+            "stac": {"api_url": "http://127.0.0.1:9/v1"},
+            "aois": [{"name": "toulouse", "bbox": [1.40, 43.56, 1.43, 43.58]}],
+            "partitions": {"start_date": "2024-06-01"},
+            "storage": {"url": str(tmp_path / "objects")},
+            "warehouse": {"kind": "duckdb", "path": str(tmp_path / "w.duckdb")},
+        }
+    )
+
+
+def asset_by_key(assets: list[AssetsDefinition], name: str) -> AssetsDefinition:
+    return next(a for a in assets if AssetKey(name) in a.keys)
+
+
+def test_environment_comes_from_one_variable() -> None:
+    assert current_environment({}) == "local"
+    assert current_environment({DEPLOY_ENV_VAR: "prod"}) == "prod"
+    with pytest.raises(ConfigError, match=f"{DEPLOY_ENV_VAR}: unknown environment 'staging'"):
+        current_environment({DEPLOY_ENV_VAR: "staging"})
+    assert executor_for("local") is None
+    assert heavy_pod_tags("local") == {}
+
+
+@pytest.mark.parametrize("environment", KUBERNETES_ENVS)
+def test_executor_is_one_pod_per_step(environment: Any) -> None:
+    executor = executor_for(environment)
+    assert executor is not None
+    config = step_executor_config(environment)
+    # The configuration is valid for the real executor's schema.
+    result = process_config(k8s_job_executor.config_schema.config_type, config)
+    assert result.success, result.errors
+    assert config["max_concurrent"] >= 1
+    # Image, namespace, service account, env and volumes come from the code location's
+    # container context, not from here (they would override it).
+    assert set(config) == {"max_concurrent", "step_k8s_config"}
+    assert executor.executor_creation_fn is k8s_job_executor.executor_creation_fn
+
+
+def test_real_assets_run_under_the_executor_with_the_heavy_run_tag(tmp_path: Path) -> None:
+    config = local_config(tmp_path)
+    assets = build_assets(config)
+    # The raster step's op tag is the run tag the queue's tagConcurrencyLimits count.
+    band_rasters = asset_by_key(assets, "band_rasters")
+    assert band_rasters.op.tags[HEAVY_TAG_KEY] == HEAVY_TAG_VALUE
+    assert heavy_run_tags() == {HEAVY_TAG_KEY: HEAVY_TAG_VALUE}
+    job = define_asset_job("ingest_daily", selection=assets, tags=heavy_run_tags())
+    defs = Definitions(
+        assets=assets,
+        jobs=[job],
+        resources=build_resources(config),
+        executor=executor_for("prod"),
+    )
+    Definitions.validate_loadable(defs)
+    resolved = defs.resolve_job_def("ingest_daily")
+    assert resolved.executor_def.name == "k8s_job_executor"
+    assert resolved.tags[HEAVY_TAG_KEY] == HEAVY_TAG_VALUE
+
+
+def pod_spec(job: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = job["spec"]["template"]["spec"]
+    return spec
+
+
+@pytest.mark.parametrize("environment", KUBERNETES_ENVS)
+def test_step_pods_get_their_resources_and_the_code_location_context(
+    environment: Any, tmp_path: Path
+) -> None:
+    assets = build_assets(local_config(tmp_path))
+    band_rasters = asset_by_key(assets, "band_rasters")
+    stac_items = asset_by_key(assets, "stac_items")
+
+    # The op tags as the wired asset carries them (see deployment.py), stored by Dagster.
+    @asset(name="band_rasters", op_tags={**band_rasters.op.tags, **heavy_op_tags(environment)})
+    def heavy_asset() -> None: ...
+
+    heavy_tags = heavy_asset.op.tags
+    assert isinstance(heavy_tags[K8S_CONFIG_TAG], str)  # Dagster stores it as JSON
+
+    executor_config = step_executor_config(environment)
+    heavy = step_job(
+        environment, "band_rasters", heavy_tags, executor_config, heavy_run_tags(), tmp_path
+    )
+    light = step_job(environment, "stac_items", stac_items.op.tags, executor_config, {}, tmp_path)
+
+    (heavy_container,) = pod_spec(heavy)["containers"]
+    (light_container,) = pod_spec(light)["containers"]
+    expected_heavy = heavy_pod_tags(environment)[K8S_CONFIG_TAG]["container_config"]["resources"]
+    assert heavy_container["resources"] == expected_heavy
+    assert (
+        light_container["resources"]
+        == executor_config["step_k8s_config"]["container_config"]["resources"]
+    )
+
+    for job in (heavy, light):
+        spec = pod_spec(job)
+        (container,) = spec["containers"]
+        assert job["metadata"]["namespace"] == "dagster"
+        assert spec["serviceAccountName"] == "geospatial-pipeline"  # the IRSA account
+        assert container["image"] == (
+            f"{SAMPLE_TEMPLATE_VARS['image_repository']}:{SAMPLE_TEMPLATE_VARS['image_tag']}"
+        )
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env[DEPLOY_ENV_VAR] == environment
+        assert env[CONFIG_ENV_VAR] == "/etc/geospatial-pipeline/pipeline.yaml"
+        assert {"secretRef": {"name": "geospatial-pipeline-snowflake"}} in container["envFrom"]
+        assert {v["name"] for v in spec["volumes"]} == {"pipeline-config", "tmp"}
+        assert container["securityContext"]["runAsUser"] == 10001
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert job["spec"]["ttlSecondsAfterFinished"] == 86400
+
+
+def test_definitions_are_wired_to_the_deployment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once definitions.py/ingest.py use deployment.py (see its docstring), `defs` under
+    GEOSPATIAL_PIPELINE_ENV=prod has the Kubernetes executor, the run tag and the pod tag."""
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(
+        "aois: [{name: t, bbox: [1.40, 43.56, 1.43, 43.58]}]\n"
+        "partitions: {start_date: '2024-06-01'}\n"
+        f"storage: {{url: '{tmp_path / 'objects'}'}}\n"
+        f"warehouse: {{kind: duckdb, path: '{tmp_path / 'w.duckdb'}'}}\n"
+    )
+    monkeypatch.setenv(CONFIG_ENV_VAR, str(path))
+    monkeypatch.setenv(DEPLOY_ENV_VAR, "prod")
+    import geospatial_pipeline.definitions as module
+
+    try:
+        defs = importlib.reload(module).defs
+        job = defs.resolve_job_def("ingest_daily")
+        band_rasters = defs.resolve_assets_def(AssetKey("band_rasters"))
+    finally:
+        monkeypatch.undo()
+        importlib.reload(module)
+    if job.executor_def.name != "k8s_job_executor":
+        pytest.skip("definitions.py does not use geospatial_pipeline.deployment yet")
+    assert job.tags[HEAVY_TAG_KEY] == HEAVY_TAG_VALUE
+    assert band_rasters.op.tags[K8S_CONFIG_TAG] == heavy_asset_tag("prod")
+
+
+def heavy_asset_tag(environment: Any) -> str:
+    import json
+
+    return json.dumps(heavy_pod_tags(environment)[K8S_CONFIG_TAG], sort_keys=True)

@@ -1,0 +1,1 @@
+"""Developer and CI tooling (not part of the installed package)."""
