@@ -27,7 +27,7 @@ from geospatial_pipeline.layout import items_key, late_record_key
 from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
 from geospatial_pipeline.resources.storage import ObjectStoreResource
 from geospatial_pipeline.stac.itemcollection import dumps
-from geospatial_pipeline.stac.late import EPOCH, judge, parse_time, run_key
+from geospatial_pipeline.stac.late import EPOCH, item_updated, judge, parse_time, run_key
 from geospatial_pipeline.stac.search import AoiQuery, open_client, search_updated_since
 
 SENSOR_NAME = "late_scenes_sensor"
@@ -126,14 +126,7 @@ def build_late_scenes_sensor(
             for day, ids in sorted(by_day.items())
         ]
         # Only now that every record is written may the cursor move past these items.
-        newest_seen = max(
-            (
-                u
-                for u in (parse_time((i.get("properties") or {}).get("updated")) for i in items)
-                if u
-            ),
-            default=since,
-        )
+        newest_seen = max((u for u in map(item_updated, items) if u), default=since)
         return SensorResult(run_requests=requests, cursor=make_cursor(max(newest_seen, since)))
 
     return late_scenes_sensor

@@ -110,6 +110,33 @@ def _processing_time(store: ObjectStore, item_key: str, changed: bool, now: str)
     return now
 
 
+def _publish_item(
+    store: ObjectStore,
+    doc: dict[str, Any],
+    item_key: str,
+    catalog_key: str,
+    *,
+    item_id: str,
+    aoi: str,
+    decision: dict[str, Any] | None,
+    stats: dict[str, Any],
+    layers: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Publish a product's STAC item; return its entry of the products manifest."""
+    doc = with_catalog_links(doc, item_key, catalog_key, PRODUCTS_ROOT)
+    put = store.put_bytes(item_key, dumps(doc), "application/geo+json")
+    return {
+        "item_id": item_id,
+        "aoi": aoi,
+        "stac_item_key": item_key,
+        "stac_item_url": put.url,
+        "created": doc["properties"]["processing:datetime"],
+        "decision": decision,
+        "stats": stats,
+        "layers": layers,
+    }
+
+
 def _source_href(api_url: str, collection: str, raw: dict[str, Any]) -> str:
     for link in raw.get("links", []):
         if link.get("rel") == "self" and str(link.get("href", "")).startswith("http"):
@@ -233,23 +260,20 @@ def build_transform_assets(partitions: DailyPartitionsDefinition) -> list[Assets
                             "platform": raw["properties"].get("platform"),
                         },
                     )
-                    doc = with_catalog_links(
-                        doc, item_key, day_catalog_key(collection, day), PRODUCTS_ROOT
-                    )
-                    item_put = store.put_bytes(item_key, dumps(doc), "application/geo+json")
-                    item_keys.append(item_key)
                     products.append(
-                        {
-                            "item_id": item_id,
-                            "aoi": aoi_name,
-                            "stac_item_key": item_key,
-                            "stac_item_url": item_put.url,
-                            "created": doc["properties"]["processing:datetime"],
-                            "decision": scene.decision.as_dict(),
-                            "stats": scene.stats,
-                            "layers": entries,
-                        }
+                        _publish_item(
+                            store,
+                            doc,
+                            item_key,
+                            day_catalog_key(collection, day),
+                            item_id=item_id,
+                            aoi=aoi_name,
+                            decision=scene.decision.as_dict(),
+                            stats=scene.stats,
+                            layers=entries,
+                        )
                     )
+                    item_keys.append(item_key)
                     del scene
                 composite = median_composite(ndvi_stack)
                 del ndvi_stack
@@ -271,23 +295,20 @@ def build_transform_assets(partitions: DailyPartitionsDefinition) -> list[Assets
                     lineage=f"per-pixel median of the valid NDVI of {len(sources)} scene(s)",
                     extra_properties={"geospatial_pipeline:aoi": aoi_name},
                 )
-                doc = with_catalog_links(
-                    doc, item_key, day_catalog_key(collection, day), PRODUCTS_ROOT
-                )
-                item_put = store.put_bytes(item_key, dumps(doc), "application/geo+json")
-                item_keys.append(item_key)
                 products.append(
-                    {
-                        "item_id": COMPOSITE_ID,
-                        "aoi": aoi_name,
-                        "stac_item_key": item_key,
-                        "stac_item_url": item_put.url,
-                        "created": doc["properties"]["processing:datetime"],
-                        "decision": None,
-                        "stats": {"scenes": len(sources)},
-                        "layers": entries,
-                    }
+                    _publish_item(
+                        store,
+                        doc,
+                        item_key,
+                        day_catalog_key(collection, day),
+                        item_id=COMPOSITE_ID,
+                        aoi=aoi_name,
+                        decision=None,
+                        stats={"scenes": len(sources)},
+                        layers=entries,
+                    )
                 )
+                item_keys.append(item_key)
 
             published = {e["key"] for p in products for e in p["layers"]} | set(item_keys)
             prefix = processed_prefix(collection, day)

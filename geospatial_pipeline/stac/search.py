@@ -121,16 +121,10 @@ def filter_mode(client: Client) -> FilterMode:
     return "client"
 
 
-def _search_aoi(
-    client: Client,
-    settings: SearchSettings,
-    day: dt.date,
-    aoi: AoiQuery,
-    mode: FilterMode,
-) -> list[dict[str, Any]]:
+def _base_params(settings: SearchSettings, aoi: AoiQuery, interval: str) -> dict[str, Any]:
     params: dict[str, Any] = {
         "collections": [settings.collection],
-        "datetime": _datetime_param(day),
+        "datetime": interval,
         "limit": settings.page_size,
         "method": "POST",
     }
@@ -138,6 +132,17 @@ def _search_aoi(
         params["bbox"] = list(aoi.bbox)
     else:
         params["intersects"] = aoi.geometry
+    return params
+
+
+def _search_aoi(
+    client: Client,
+    settings: SearchSettings,
+    day: dt.date,
+    aoi: AoiQuery,
+    mode: FilterMode,
+) -> list[dict[str, Any]]:
+    params = _base_params(settings, aoi, _datetime_param(day))
     if settings.max_cloud_cover < 100.0:
         if mode == "query":
             params["query"] = {"eo:cloud_cover": {"lte": settings.max_cloud_cover}}
@@ -252,17 +257,10 @@ def search_updated_since(
     stamp = since.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     found: dict[str, dict[str, Any]] = {}
     for aoi in aois:
-        params: dict[str, Any] = {
-            "collections": [settings.collection],
-            "datetime": f"{start.strftime('%Y-%m-%dT%H:%M:%SZ')}/"
-            f"{last.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}",
-            "limit": settings.page_size,
-            "method": "POST",
-        }
-        if aoi.bbox is not None:
-            params["bbox"] = list(aoi.bbox)
-        else:
-            params["intersects"] = aoi.geometry
+        interval = (
+            f"{start.strftime('%Y-%m-%dT%H:%M:%SZ')}/{last.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
+        )
+        params = _base_params(settings, aoi, interval)
         if mode == "query":
             params["query"] = {"updated": {"gt": stamp}}
         elif mode == "filter":
