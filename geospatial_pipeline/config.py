@@ -207,6 +207,9 @@ class TransformConfig(_Strict):
     resampling: Literal["nearest", "bilinear", "cubic", "average"] = "bilinear"
     min_valid_fraction: float = Field(default=0.0, ge=0.0, le=1.0)
     max_negative_reflectance_share: float = Field(default=0.01, ge=0.0, le=1.0)
+    # AOI grids larger than this are processed strip by strip (memory bounded by a strip
+    # of about a quarter of this); smaller ones as whole arrays (~60 B per pixel at peak).
+    block_pixels: int = Field(default=8_000_000, ge=1024)
 
     @field_validator("crs")
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -240,3 +241,45 @@ def test_datamart_stats_match_products(pipeline_run: dict[str, Any]) -> None:
             assert json.loads(decisions)[0]["offset_dn"] == 0
     # Baseline 02.14: no BOA offset; the desert has no dark surface, so metadata decides.
     assert [q[2:] for q in quality] == [(False, "inconclusive", 0, "metadata")] * 2
+
+
+def test_large_aoi_path_gives_the_same_products(
+    pipeline_run: dict[str, Any], s3_server: Any, stac_api: str, tmp_path: Path
+) -> None:
+    """With a tiny `transform.block_pixels` every AOI takes the strip-by-strip path (and
+    the strip-wise composite): the published products decode to the same arrays."""
+    bucket = "dest-transform-blocked"
+    s3_server.create_bucket(bucket)
+    config = pipeline_config(
+        stac_api,
+        s3_server,
+        bucket,
+        {"kind": "duckdb", "path": str(tmp_path / "w.duckdb")},
+        transform={
+            "resolution": 100,
+            "crs": "EPSG:32629",
+            "grid_anchor": [80, 20],
+            "resampling": "nearest",
+            "block_pixels": 4000,
+        },
+    )
+    with s3_env(s3_server):
+        run_partition(config, ALL_CHECKS)
+    whole_store = pipeline_run["store_res"]
+    blocked_store = ObjectStoreResource(
+        url=f"s3://{bucket}/pipeline",
+        endpoint_url=s3_server.endpoint_url,
+        access_key_id=s3_server.access_key,
+        secret_access_key=s3_server.secret_key,
+    )
+    with gdal_env(whole_store.gdal_options(), whole_store.gdal_session()):
+        for aoi in (a["name"] for a in AOIS):
+            base = f"processed/sentinel-2-l2a/{DAY}/{aoi}"
+            for key in [f"{base}/{ITEM}/{layer}.tif" for layer in LAYERS] + [
+                f"{base}/composite/ndvi_median.tif"
+            ]:
+                with rasterio.open(whole_store.store().gdal_path(key)) as a:
+                    expected = a.read(1)
+                with rasterio.open(blocked_store.store().gdal_path(key)) as b:
+                    got = b.read(1)
+                np.testing.assert_array_equal(got, expected)

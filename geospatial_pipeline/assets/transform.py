@@ -37,10 +37,13 @@ from geospatial_pipeline.raster.cog import gdal_env, validate_cog_bytes, validat
 from geospatial_pipeline.raster.extract import COG_CONTENT_TYPE
 from geospatial_pipeline.raster.grid import Grid, aoi_grid
 from geospatial_pipeline.raster.scene import (
+    BlockedScene,
+    SceneLayers,
     encode_layer,
-    median_composite,
+    median_composite_from_paths,
     scene_meta,
     transform_scene,
+    transform_scene_blocked,
 )
 from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
 from geospatial_pipeline.resources.storage import ObjectStoreResource
@@ -72,21 +75,31 @@ def load_products_manifest(
     return json.loads(store_res.store().get_bytes(products_manifest_key(collection, day)))
 
 
+Encoded = dict[str, tuple[bytes, tuple[float | None, float | None]]]
+
+
+def _encode(layers: dict[str, np.ndarray], grid: Grid) -> Encoded:
+    out: Encoded = {}
+    for name, array in layers.items():
+        finite = array[np.isfinite(array)]
+        value_range = (float(finite.min()), float(finite.max())) if finite.size else (None, None)
+        out[name] = (encode_layer(array, grid), value_range)
+    return out
+
+
 def _publish_layers(
-    store: ObjectStore, directory: str, layers: dict[str, np.ndarray], grid: Grid
+    store: ObjectStore, directory: str, encoded: Encoded
 ) -> tuple[list[LayerObject], list[dict[str, Any]], bool]:
     objects: list[LayerObject] = []
     entries: list[dict[str, Any]] = []
     changed = False
-    for name, array in layers.items():
-        data = encode_layer(array, grid)
+    for name, (data, (low, high)) in encoded.items():
         check = validate_cog_bytes(data)
         if not check.valid:
             raise RuntimeError(f"product {directory}/{name}.tif is not a valid COG: {check.errors}")
         put = store.put_bytes(join_key(directory, f"{name}.tif"), data, COG_CONTENT_TYPE)
         changed |= put.written
         objects.append(LayerObject(name, put.key, put.size, put.sha256))
-        finite = array[np.isfinite(array)]
         entries.append(
             {
                 "product": name,
@@ -94,8 +107,8 @@ def _publish_layers(
                 "url": put.url,
                 "bytes": put.size,
                 "sha256": put.sha256,
-                "min": float(finite.min()) if finite.size else None,
-                "max": float(finite.max()) if finite.size else None,
+                "min": low,
+                "max": high,
             }
         )
     return objects, entries, changed
@@ -223,17 +236,32 @@ def build_transform_assets(partitions: DailyPartitionsDefinition) -> list[Assets
                 if aoi_name not in aois or not found.by_aoi[aoi_name]:
                     continue
                 grid = aoi_grid(aois[aoi_name], settings.resolution, settings.crs, settings.anchor)
-                ndvi_stack: list[np.ndarray] = []
+                ndvi_sources: list[str] = []
                 sources: list[str] = []
                 for item_id in sorted(found.by_aoi[aoi_name]):
                     paths = band_paths.get((item_id, aoi_name), {})
                     raw = items[item_id]
-                    scene = transform_scene(paths, aois[aoi_name], grid, scene_meta(raw), settings)
                     directory = product_dir(collection, day, aoi_name, item_id)
-                    objects, entries, changed = _publish_layers(
-                        store, directory, {n: scene.layers[n] for n in PRODUCT_LAYERS}, grid
-                    )
-                    ndvi_stack.append(scene.layers["ndvi"])
+                    scene: SceneLayers | BlockedScene
+                    if grid.width * grid.height > transform.block_pixels:
+                        # Large AOI: strip by strip, memory bounded by one strip.
+                        scene = transform_scene_blocked(
+                            paths,
+                            aois[aoi_name],
+                            grid,
+                            scene_meta(raw),
+                            settings,
+                            block_rows=max(64, transform.block_pixels // (4 * grid.width)),
+                        )
+                        encoded = {n: (scene.cogs[n], scene.ranges[n]) for n in PRODUCT_LAYERS}
+                    else:
+                        scene = transform_scene(
+                            paths, aois[aoi_name], grid, scene_meta(raw), settings
+                        )
+                        encoded = _encode({n: scene.layers[n] for n in PRODUCT_LAYERS}, grid)
+                    objects, entries, changed = _publish_layers(store, directory, encoded)
+                    del encoded
+                    ndvi_sources.append(store.gdal_path(join_key(directory, "ndvi.tif")))
                     source = _source_href(stac.api_url, collection, raw)
                     sources.append(source)
                     item_key = join_key(directory, "item.json")
@@ -275,11 +303,16 @@ def build_transform_assets(partitions: DailyPartitionsDefinition) -> list[Assets
                     )
                     item_keys.append(item_key)
                     del scene
-                composite = median_composite(ndvi_stack)
-                del ndvi_stack
                 directory = product_dir(collection, day, aoi_name, COMPOSITE_ID)
+                # Read back from the published NDVI COGs strip by strip: memory stays at
+                # one strip per scene, whatever the AOI size.
+                composite = median_composite_from_paths(
+                    ndvi_sources,
+                    grid,
+                    block_rows=max(64, transform.block_pixels // (4 * grid.width)),
+                )
                 objects, entries, changed = _publish_layers(
-                    store, directory, {"ndvi_median": composite}, grid
+                    store, directory, {"ndvi_median": composite}
                 )
                 item_key = join_key(directory, "item.json")
                 start = dt.datetime.combine(day, dt.time(), dt.UTC)

@@ -102,6 +102,62 @@ def pixel_verdict(
     return "inconclusive", share_below, dark_p5, int(dark.size)
 
 
+class OffsetEvidence:
+    """The pixel test's evidence accumulated strip by strip, in bounded memory: counts,
+    and a 1-DN histogram of the dark-surface DNs for their 5th percentile."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.below = 0
+        self.dark_hist = np.zeros(65536, dtype=np.int64)
+
+    def add(
+        self,
+        dns: list[np.ndarray],
+        scl: np.ndarray,
+        valid: np.ndarray,
+        dark_bands: list[np.ndarray],
+    ) -> None:
+        for band in dns:
+            values = band[valid]
+            positive = values > 0  # False for NaN
+            self.n += int(np.count_nonzero(positive))
+            self.below += int(np.count_nonzero(positive & (values < BOA_OFFSET_DN)))
+        dark_mask = valid & np.isin(scl, DARK_SCL_CLASSES)
+        for band in dark_bands:
+            values = band[dark_mask]
+            values = values[values > 0]
+            self.dark_hist += np.bincount(
+                np.clip(np.rint(values), 0, 65535).astype(np.int64), minlength=65536
+            )
+
+    def verdict(self) -> tuple[Verdict, float, float | None, int]:
+        n_dark = int(self.dark_hist.sum())
+        if self.n == 0:
+            return "inconclusive", 0.0, None, 0
+        share_below = self.below / self.n
+        dark_p5 = None
+        if n_dark:
+            cumulative = np.cumsum(self.dark_hist)
+            dark_p5 = float(np.searchsorted(cumulative, 0.05 * n_dark))
+        if share_below > ABSENT_SHARE:
+            return "absent", share_below, dark_p5, n_dark
+        if (
+            share_below <= PRESENT_MAX_SHARE
+            and n_dark >= MIN_DARK_PIXELS
+            and dark_p5 is not None
+            and dark_p5 < DARK_CEILING_DN
+        ):
+            return "present", share_below, dark_p5, n_dark
+        return "inconclusive", share_below, dark_p5, n_dark
+
+
+def decide_from_evidence(
+    baseline: str | None, flag: bool | None, raster_offset: float | None, evidence: OffsetEvidence
+) -> OffsetDecision:
+    return _decision(baseline, flag, raster_offset, *evidence.verdict())
+
+
 def decide_offset(
     baseline: str | None,
     flag: bool | None,
@@ -111,8 +167,19 @@ def decide_offset(
     valid: np.ndarray,
     dark_bands: list[np.ndarray],
 ) -> OffsetDecision:
+    return _decision(baseline, flag, raster_offset, *pixel_verdict(dns, scl, valid, dark_bands))
+
+
+def _decision(
+    baseline: str | None,
+    flag: bool | None,
+    raster_offset: float | None,
+    verdict: Verdict,
+    share: float,
+    dark_p5: float | None,
+    n_dark: int,
+) -> OffsetDecision:
     meta = metadata_offset_present(baseline, flag)
-    verdict, share, dark_p5, n_dark = pixel_verdict(dns, scl, valid, dark_bands)
     pixels_say = {"present": True, "absent": False}.get(verdict)
     disagree = pixels_say is not None and pixels_say != meta
     present = pixels_say if pixels_say is not None else meta

@@ -16,6 +16,7 @@ class TransformResource(ConfigurableResource):
     resampling: str = "bilinear"
     min_valid_fraction: float = 0.0
     max_negative_reflectance_share: float = 0.01
+    block_pixels: int = 8_000_000
 
     def settings(self) -> TransformSettings:
         checked = TransformConfig(
@@ -45,4 +46,5 @@ class TransformResource(ConfigurableResource):
             resampling=config.resampling,
             min_valid_fraction=config.min_valid_fraction,
             max_negative_reflectance_share=config.max_negative_reflectance_share,
+            block_pixels=config.block_pixels,
         )
