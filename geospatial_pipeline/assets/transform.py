@@ -3,7 +3,10 @@ the static STAC catalog that publishes them."""
 
 import datetime as dt
 import json
+import tempfile
 from collections import defaultdict
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -75,7 +78,8 @@ def load_products_manifest(
     return json.loads(store_res.store().get_bytes(products_manifest_key(collection, day)))
 
 
-Encoded = dict[str, tuple[bytes, tuple[float | None, float | None]]]
+# Encoded layers: COG bytes, or a COG file (large AOIs) read only when it is published.
+Encoded = dict[str, tuple[bytes | Path, tuple[float | None, float | None]]]
 
 
 def _encode(layers: dict[str, np.ndarray], grid: Grid) -> Encoded:
@@ -88,12 +92,13 @@ def _encode(layers: dict[str, np.ndarray], grid: Grid) -> Encoded:
 
 
 def _publish_layers(
-    store: ObjectStore, directory: str, encoded: Encoded
+    store: ObjectStore, directory: str, encoded: Mapping[str, tuple[bytes | Path, Any]]
 ) -> tuple[list[LayerObject], list[dict[str, Any]], bool]:
     objects: list[LayerObject] = []
     entries: list[dict[str, Any]] = []
     changed = False
-    for name, (data, (low, high)) in encoded.items():
+    for name, (source, (low, high)) in encoded.items():
+        data = source.read_bytes() if isinstance(source, Path) else source
         check = validate_cog_bytes(data)
         if not check.valid:
             raise RuntimeError(f"product {directory}/{name}.tif is not a valid COG: {check.errors}")
@@ -231,7 +236,11 @@ def build_transform_assets(partitions: DailyPartitionsDefinition) -> list[Assets
         now = dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z")
         products: list[dict[str, Any]] = []
         item_keys: list[str] = []
-        with gdal_env(object_store.gdal_options(), object_store.gdal_session()):
+        with (
+            gdal_env(object_store.gdal_options(), object_store.gdal_session()),
+            tempfile.TemporaryDirectory(prefix="geospatial-transform-") as tmp,
+        ):
+            workdir = Path(tmp)
             for aoi_name in sorted(found.by_aoi):
                 if aoi_name not in aois or not found.by_aoi[aoi_name]:
                     continue
@@ -252,8 +261,11 @@ def build_transform_assets(partitions: DailyPartitionsDefinition) -> list[Assets
                             scene_meta(raw),
                             settings,
                             block_rows=max(64, transform.block_pixels // (4 * grid.width)),
+                            workdir=workdir,
                         )
-                        encoded = {n: (scene.cogs[n], scene.ranges[n]) for n in PRODUCT_LAYERS}
+                        encoded: Encoded = {
+                            n: (scene.cogs[n], scene.ranges[n]) for n in PRODUCT_LAYERS
+                        }
                     else:
                         scene = transform_scene(
                             paths, aois[aoi_name], grid, scene_meta(raw), settings
@@ -310,6 +322,7 @@ def build_transform_assets(partitions: DailyPartitionsDefinition) -> list[Assets
                     ndvi_sources,
                     grid,
                     block_rows=max(64, transform.block_pixels // (4 * grid.width)),
+                    workdir=workdir,
                 )
                 objects, entries, changed = _publish_layers(
                     store, directory, {"ndvi_median": composite}

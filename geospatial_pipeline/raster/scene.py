@@ -6,6 +6,7 @@ import contextlib
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -244,7 +245,7 @@ def block_grids(grid: Grid, block_rows: int) -> list[tuple[int, Grid]]:
 
 @dataclass
 class BlockedScene:
-    cogs: dict[str, bytes]
+    cogs: dict[str, Path]  # COG files in the caller's work directory
     decision: OffsetDecision
     stats: dict[str, Any]
     ranges: dict[str, tuple[float | None, float | None]]
@@ -257,11 +258,13 @@ def transform_scene_blocked(
     meta: SceneMeta,
     settings: TransformSettings,
     block_rows: int,
+    workdir: Path,
 ) -> BlockedScene:
     """The same products as :func:`transform_scene`, with memory bounded by one strip of
     ``block_rows`` rows: a first pass gathers the offset evidence of the whole scene, a
-    second computes the layers strip by strip into compressed in-memory rasters, which
-    are then written as COGs. Only the windows under each strip are read."""
+    second computes the layers strip by strip into compressed rasters on disk, which are
+    then written as COG files in ``workdir``. Only the windows under each strip are read,
+    and nothing grid-sized is held in memory."""
     evidence = OffsetEvidence()
     strips = block_grids(grid, block_rows)
     for _, sub in strips:
@@ -282,7 +285,9 @@ def transform_scene_blocked(
                 totals[key] = value if key == "bands" else totals.get(key, 0) + value
             for name, array in layers.items():
                 if name not in sinks:
-                    sinks[name] = stack.enter_context(_strip_sink(grid))
+                    sinks[name] = stack.enter_context(
+                        _strip_sink(grid, workdir / f"{name}.strips.tif")
+                    )
                 sinks[name].write(array, 1, window=Window(0, row, grid.width, sub.height))
                 finite = array[np.isfinite(array)]
                 if finite.size:
@@ -295,47 +300,48 @@ def transform_scene_blocked(
                 else:
                     ranges.setdefault(name, (None, None))
             del block, layers
-        cogs = {name: _sink_to_cog(sink) for name, sink in sinks.items()}
+        cogs = {name: _sink_to_cog(sink, workdir / f"{name}.tif") for name, sink in sinks.items()}
+    for name in cogs:
+        (workdir / f"{name}.strips.tif").unlink(missing_ok=True)
     return BlockedScene(cogs, decision, _stats(totals), ranges)
 
 
 @contextlib.contextmanager
-def _strip_sink(grid: Grid) -> Iterator[Any]:
-    with (
-        MemoryFile() as mem,
-        mem.open(
-            driver="GTiff",
-            width=grid.width,
-            height=grid.height,
-            count=1,
-            dtype="float32",
-            crs=grid.crs,
-            transform=grid.transform,
-            nodata=FLOAT_NODATA,
-            tiled=True,
-            blockxsize=512,
-            blockysize=512,
-            compress="DEFLATE",
-            zlevel=1,
-            predictor=3,
-        ) as dataset,
-    ):
+def _strip_sink(grid: Grid, path: Path) -> Iterator[Any]:
+    # On disk, not in memory: for a large AOI the layers themselves would not fit.
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=grid.width,
+        height=grid.height,
+        count=1,
+        dtype="float32",
+        crs=grid.crs,
+        transform=grid.transform,
+        nodata=FLOAT_NODATA,
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+        compress="DEFLATE",
+        zlevel=1,
+        predictor=3,
+    ) as dataset:
         yield dataset
 
 
-def _sink_to_cog(dataset: Any) -> bytes:
-    with MemoryFile() as out:
-        rasterio.shutil.copy(
-            dataset,
-            out.name,
-            driver="COG",
-            compress="DEFLATE",
-            predictor=3,
-            blocksize=512,
-            overview_resampling="average",
-            num_threads="1",
-        )
-        return bytes(out.read())
+def _sink_to_cog(dataset: Any, path: Path) -> Path:
+    rasterio.shutil.copy(
+        dataset,
+        str(path),
+        driver="COG",
+        compress="DEFLATE",
+        predictor=3,
+        blocksize=512,
+        overview_resampling="average",
+        num_threads="1",
+    )
+    return path
 
 
 def _class_lut(classes: tuple[int, ...]) -> np.ndarray:
@@ -372,15 +378,16 @@ def encode_layer(array: np.ndarray, grid: Grid) -> bytes:
 
 
 def median_composite_from_paths(
-    paths: list[str], grid: Grid, block_rows: int
-) -> tuple[bytes, tuple[float | None, float | None]]:
+    paths: list[str], grid: Grid, block_rows: int, workdir: Path
+) -> tuple[Path, tuple[float | None, float | None]]:
     """Per-pixel median of the valid values of several single-band rasters on ``grid``,
-    read strip by strip; returns the COG and the value range."""
+    read strip by strip; returns the COG file (in ``workdir``) and the value range."""
     low: float | None = None
     high: float | None = None
     with contextlib.ExitStack() as stack:
         sources = [stack.enter_context(rasterio.open(p)) for p in paths]
-        sink = stack.enter_context(_strip_sink(grid))
+        strips = workdir / "composite.strips.tif"
+        sink = stack.enter_context(_strip_sink(grid, strips))
         for row, sub in block_grids(grid, block_rows):
             window = Window(0, row, grid.width, sub.height)
             strip = median_composite([src.read(1, window=window) for src in sources])
@@ -390,7 +397,9 @@ def median_composite_from_paths(
                 lo, hi = float(finite.min()), float(finite.max())
                 low = lo if low is None else min(low, lo)
                 high = hi if high is None else max(high, hi)
-        return _sink_to_cog(sink), (low, high)
+        cog = _sink_to_cog(sink, workdir / "composite.tif")
+    strips.unlink(missing_ok=True)
+    return cog, (low, high)
 
 
 def median_composite(layers: list[np.ndarray]) -> np.ndarray:
