@@ -283,3 +283,55 @@ def test_large_aoi_path_gives_the_same_products(
                 with rasterio.open(blocked_store.store().gdal_path(key)) as b:
                     got = b.read(1)
                 np.testing.assert_array_equal(got, expected)
+
+
+def test_reprocessed_scene_replaces_the_old_one_everywhere(
+    s3_server: Any, rkh_item: dict[str, Any], real_collection: dict[str, Any], tmp_path: Path
+) -> None:
+    """A day first materialized with `_0_`, then re-run after ESA's reprocessing `_1_`
+    appeared: objects, metadata rows, products and datamart rows hold the scene once,
+    as `_1_`."""
+    import copy
+
+    reprocessed = copy.deepcopy(rkh_item)
+    reprocessed["id"] = ITEM.replace("_0_", "_1_")
+    props = reprocessed["properties"]
+    props.update(
+        {
+            "s2:processing_baseline": "05.00",
+            "earthsearch:boa_offset_applied": True,
+            "updated": "2023-10-13T18:30:03.776Z",
+            "s2:generation_time": "2023-06-18T17:37:04.000000Z",
+        }
+    )
+    bucket = "dest-reprocessed"
+    s3_server.create_bucket(bucket)
+    db = tmp_path / "w.duckdb"
+    with RustacStacServer([rkh_item], [real_collection]) as server, s3_env(s3_server):
+        config = pipeline_config(
+            server.url,
+            s3_server,
+            bucket,
+            {"kind": "duckdb", "path": str(db)},
+            transform={"resolution": 100, "crs": "EPSG:32629", "grid_anchor": [80, 20]},
+        )
+        run_partition(config, ALL_CHECKS)
+        before = list_objects(s3_server, bucket)
+        assert any(f"/{ITEM}/" in k for k in before)
+        server.restart_with([rkh_item, reprocessed], [real_collection])
+        run_partition(config, ALL_CHECKS)
+    after = list_objects(s3_server, bucket)
+    new_id = reprocessed["id"]
+    assert not any(f"/{ITEM}/" in k for k in after if "/raw/" in k or "/processed/" in k)
+    assert any(f"/raw/sentinel-2-l2a/{DAY}/dunes/{new_id}/red.tif" in k for k in after)
+    assert any(f"/processed/sentinel-2-l2a/{DAY}/dunes/{new_id}/ndvi.tif" in k for k in after)
+    with duckdb.connect(str(db), read_only=True) as con:
+
+        def ids(table: str) -> list[str]:
+            return [r[0] for r in con.execute(f"SELECT DISTINCT item_id FROM {table}").fetchall()]
+
+        assert ids("scene_metadata") == [new_id]
+        assert ids("scene_quality") == [new_id]
+        assert sorted(ids("product_catalog")) == sorted([new_id, "composite"])
+        assert con.execute("SELECT sum(scenes_used) FROM daily_aoi_stats").fetchone() == (2,)
+        assert con.execute("SELECT count(*) FROM scene_metadata").fetchone() == (2,)
