@@ -15,13 +15,10 @@ from dataclasses import dataclass, field
 from multiprocessing.context import ForkServerContext
 from typing import Any
 
-from shapely.geometry import mapping
-
 from benchmarks import data
 from benchmarks.proxy import ByteCountingProxy
 from benchmarks.run import run_fresh, stop_fork_server
 from benchmarks.workers import Job
-from geospatial_pipeline.raster.window import DENSIFY_DEGREES
 
 PIPELINE_OPTIONS_FOR_ODC = {  # the pipeline's read tuning, handed to odc-stac
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
@@ -80,17 +77,15 @@ def _explore(
             client.upload_file(str(data.COG_DIR / name), data.BUCKET, data.object_key(asset))
 
         def job(aoi: data.Aoi, endpoint: str, variant: Variant) -> Job:
-            return Job(
-                method=variant.method,
-                endpoint_url=endpoint,
-                access_key=s3.access_key,
-                secret_key=s3.secret_key,
+            return Job.for_aoi(
+                variant.method,
+                aoi,
+                endpoint,
+                s3,
+                item,
                 bucket=data.BUCKET,
                 paths=tuple(data.gdal_paths()),
-                item=item,
                 bands=tuple(data.BANDS),
-                bbox=aoi.bbox,
-                geopolygon=mapping(aoi.geometry().segmentize(DENSIFY_DEGREES)),
                 epsg=data.EPSG,
                 resolution=res,
                 anchor=((x0 / res) % 1.0, (y0 / res) % 1.0),

@@ -28,13 +28,11 @@ from multiprocessing.context import ForkServerContext
 from typing import Any
 
 import numpy as np
-from shapely.geometry import mapping
 
 from benchmarks import data
 from benchmarks import transform as transform_bench
 from benchmarks.proxy import ByteCountingProxy, PathStats
 from benchmarks.workers import Job, child_main
-from geospatial_pipeline.raster.window import DENSIFY_DEGREES
 
 THREADS = 4
 REPETITIONS = 7
@@ -230,17 +228,15 @@ def measure(
         upstream = ("127.0.0.1", s3.s3_port)
 
         def job(method: str, aoi: data.Aoi, endpoint: str, arrays: bool = False) -> Job:
-            return Job(
-                method=method,
-                endpoint_url=endpoint,
-                access_key=s3.access_key,
-                secret_key=s3.secret_key,
+            return Job.for_aoi(
+                method,
+                aoi,
+                endpoint,
+                s3,
+                item,
                 bucket=data.BUCKET,
                 paths=tuple(data.gdal_paths()),
-                item=item,
                 bands=tuple(data.BANDS),
-                bbox=aoi.bbox,
-                geopolygon=mapping(aoi.geometry().segmentize(DENSIFY_DEGREES)),
                 epsg=data.EPSG,
                 resolution=res,
                 anchor=anchor,

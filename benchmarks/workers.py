@@ -41,6 +41,47 @@ class Job:
     # faster of the two here), "env" = AWS_* environment variables (exploring only).
     odc_credentials: str = "session"
 
+    @classmethod
+    def for_aoi(
+        cls,
+        method: str,
+        aoi: Any,
+        endpoint: str,
+        s3: Any,
+        item: dict[str, Any],
+        *,
+        bucket: str,
+        paths: tuple[str, ...],
+        bands: tuple[str, ...],
+        epsg: int,
+        resolution: float,
+        anchor: tuple[float, float],
+        threads: int,
+        **options: Any,
+    ) -> Job:
+        """One reader's job over ``aoi`` (a ``benchmarks.data.Aoi``), both readers alike."""
+        from shapely.geometry import mapping
+
+        from geospatial_pipeline.raster.window import DENSIFY_DEGREES
+
+        return cls(
+            method=method,
+            endpoint_url=endpoint,
+            access_key=s3.access_key,
+            secret_key=s3.secret_key,
+            bucket=bucket,
+            paths=paths,
+            item=item,
+            bands=bands,
+            bbox=aoi.bbox,
+            geopolygon=mapping(aoi.geometry().segmentize(DENSIFY_DEGREES)),
+            epsg=epsg,
+            resolution=resolution,
+            anchor=anchor,
+            threads=threads,
+            **options,
+        )
+
 
 def _clean_aws_environment() -> None:
     # Ambient settings must not steer either reader (both get explicit credentials).

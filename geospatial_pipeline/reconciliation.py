@@ -4,7 +4,7 @@ pipeline stored — gaps in both directions, per day (metadata and a warehouse t
 import datetime as dt
 from typing import Any
 
-from dagster import Config, JobDefinition, MetadataValue, OpExecutionContext, Output, job, op
+from dagster import Config, MetadataValue, OpExecutionContext, Output, job, op
 from pydantic import field_validator
 
 from geospatial_pipeline.assets.preview import markdown_table
@@ -118,7 +118,3 @@ def reconcile_catalog_op(
 )
 def reconcile_catalog_job() -> None:
     reconcile_catalog_op()
-
-
-def reconciliation_job() -> JobDefinition:
-    return reconcile_catalog_job

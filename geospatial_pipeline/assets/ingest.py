@@ -25,12 +25,13 @@ from geospatial_pipeline.raster.extract import BandTask, extract_band_windows
 from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
 from geospatial_pipeline.resources.storage import ObjectStoreResource
 from geospatial_pipeline.stac.itemcollection import dumps, from_item_collection, to_item_collection
+from geospatial_pipeline.stac.search import DayItems
 
 STAC_ITEMS = AssetKey("stac_items")
 BAND_RASTERS = AssetKey("band_rasters")
 
 
-def load_day_items(store_res: ObjectStoreResource, collection: str, partition_key: str) -> Any:
+def load_day_items(store_res: ObjectStoreResource, collection: str, partition_key: str) -> DayItems:
     day = partition_day(partition_key)
     doc = json.loads(store_res.store().get_bytes(items_key(collection, day)))
     return from_item_collection(doc)
