@@ -8,8 +8,8 @@
    are compared (same shapes, same values) so that both measure the same work.
 3. Timing pass: both readers go straight to the server; every repetition runs in a
    freshly forked process (cold GDAL caches), the two readers alternating.
-4. Transform benchmark (``benchmarks/transform.py``): ``transform_scene`` on a 20 km AOI
-   at 10 m against a memory-bandwidth bound, and its peak RSS.
+4. Transform benchmark (``benchmarks/transform.py``): ``transform_raw`` on a 20 km AOI
+   at 10 m against a memory-bandwidth bound (decode timed apart), and its peak RSS.
 5. Print the tables and, as the last line, one JSON object.
 """
 

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
-from rasterio.features import geometry_mask
 from rasterio.warp import reproject
-from shapely.geometry import box, mapping
+from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
+from geospatial_pipeline.raster.kernels import polygon_spans, spans_to_mask
 from geospatial_pipeline.raster.window import project_geometry
+
+Spans = tuple[np.ndarray, np.ndarray, np.ndarray]  # row_ptr, c0, c1
 
 
 @dataclass(frozen=True)
@@ -73,14 +75,59 @@ def aoi_grid(
 
 
 def aoi_mask(aoi: BaseGeometry, grid: Grid) -> np.ndarray:
-    """True for grid pixels whose centre lies inside the AOI."""
-    shape = project_geometry(aoi, grid.crs)
-    return geometry_mask(
-        [mapping(shape)], out_shape=grid.shape, transform=grid.transform, invert=True
-    )
+    """True for grid pixels whose centre lies inside the AOI (bool, grid-shaped)."""
+    return aoi_mask_u8(aoi, grid).view(bool)
 
 
-def to_grid(
+def aoi_mask_u8(aoi: BaseGeometry, grid: Grid) -> np.ndarray:
+    """:func:`aoi_mask` as uint8 0/1."""
+    out = np.zeros(grid.shape, dtype=np.uint8)
+    spans_to_mask(*aoi_spans(aoi, grid), out)
+    return out
+
+
+def aoi_spans(aoi: BaseGeometry, grid: Grid) -> Spans:
+    """:func:`aoi_mask` as column spans per row (``kernels.polygon_spans``), what the
+    transform kernel reads: no grid-sized mask to allocate and fill."""
+    xs, ys, starts = _rings_in_pixels(project_geometry(aoi, grid.crs), grid.transform)
+    return cast(Spans, polygon_spans(xs, ys, starts, grid.height, grid.width))
+
+
+def _rings_in_pixels(
+    shape: BaseGeometry, transform: Affine
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if transform.b or transform.d:
+        raise ValueError("rotated grids are not supported")
+    polygons = getattr(shape, "geoms", [shape])
+    rings = []
+    for polygon in polygons:
+        if polygon.geom_type != "Polygon":
+            raise ValueError(f"AOI must be a polygon or multipolygon, not {polygon.geom_type}")
+        if not polygon.is_empty:
+            rings += [polygon.exterior, *polygon.interiors]
+    coords = [np.asarray(ring.coords, dtype=np.float64) for ring in rings]
+    starts = np.cumsum([0] + [len(c) for c in coords], dtype=np.int64)
+    xy = np.concatenate(coords) if coords else np.empty((0, 2))
+    xs = (xy[:, 0] - transform.c) / transform.a
+    ys = (xy[:, 1] - transform.f) / transform.e
+    return xs, ys, starts
+
+
+@dataclass(frozen=True)
+class Placed:
+    """One input raster on a grid: ``array[i, j]`` covers the ``k`` x ``k`` grid pixels
+    from row ``row + i * k``, column ``col + j * k``; ``nodata`` (of the array's dtype, NaN
+    for resampled floats) marks pixels without data. Grid pixels it does not cover have no
+    data either."""
+
+    array: np.ndarray
+    row: int
+    col: int
+    k: int
+    nodata: Any
+
+
+def place_on_grid(
     array: np.ndarray,
     src_transform: Affine,
     src_crs: Any,
@@ -88,14 +135,27 @@ def to_grid(
     grid: Grid,
     *,
     resampling: Resampling,
-    dtype: Any = np.float32,
-    dst_nodata: float = np.nan,
-) -> np.ndarray:
-    """Resample one band onto ``grid``; pixels with no source are ``dst_nodata``."""
-    if resampling in _EXACT_WHEN_ALIGNED:
-        aligned = _aligned_copy(array, src_transform, src_crs, src_nodata, grid, dtype, dst_nodata)
-        if aligned is not None and (resampling == Resampling.nearest or aligned[1] == 1):
-            return aligned[0]
+    max_k: int = 1,
+) -> Placed:
+    """``array`` as an input on ``grid``.
+
+    When the grid lies on the source's pixel grid (same CRS, north-up, one source pixel =
+    ``k`` x ``k`` grid pixels, edges on source pixel edges) the decoded array is used as
+    it is, with no copy: for k == 1 each grid pixel centre is a source pixel centre, where
+    nearest, bilinear and cubic all return the source value; k > 1 is nearest-neighbour
+    upsampling, so it is taken only for nearest and up to ``max_k``. Otherwise GDAL
+    resamples it onto the whole grid (float32 with NaN, or the source dtype with 0 for
+    nearest).
+    """
+    nodata: Any = src_nodata if src_nodata is not None else 0
+    aligned = grid_alignment(src_transform, src_crs, grid)
+    if aligned is not None:
+        row, col, k = aligned
+        if k == 1 or (resampling == Resampling.nearest and k <= max_k):
+            return Placed(array, row, col, k, _typed(array.dtype, nodata))
+    categorical = resampling == Resampling.nearest
+    dtype = array.dtype if categorical else np.dtype(np.float32)
+    dst_nodata = nodata if categorical else np.nan
     dst = np.full(grid.shape, dst_nodata, dtype=dtype)
     # Between UTM zones the grids are rotated a few degrees; GDAL then sees a slight
     # downsample and widens its kernel (3 DN error instead of 0.5 on bilinear). Same pixel
@@ -107,7 +167,7 @@ def to_grid(
         destination=dst,
         src_transform=src_transform,
         src_crs=src_crs,
-        src_nodata=src_nodata,
+        src_nodata=nodata,
         dst_transform=grid.transform,
         dst_crs=grid.crs,
         dst_nodata=dst_nodata,
@@ -115,32 +175,22 @@ def to_grid(
         num_threads=1,
         **extra,
     )
-    return dst
+    return Placed(dst, 0, 0, 1, _typed(dst.dtype, dst_nodata))
 
 
-_EXACT_WHEN_ALIGNED = (Resampling.nearest, Resampling.bilinear, Resampling.cubic)
+def _typed(dtype: np.dtype[Any], value: float) -> Any:
+    return dtype.type(value)
 
 
-def _aligned_copy(
-    array: np.ndarray,
-    src_transform: Affine,
-    src_crs: Any,
-    src_nodata: float | None,
-    grid: Grid,
-    dtype: Any,
-    dst_nodata: float,
-) -> tuple[np.ndarray, int] | None:
-    """``array`` on ``grid`` without GDAL when the grid lies on the source's pixel grid:
-    same CRS, north-up, one source pixel = ``k`` x ``k`` grid pixels (integer k >= 1), grid
-    edges on source pixel edges. Each grid pixel takes its source pixel's value: for k == 1
-    that is what nearest, bilinear and cubic return at exact pixel centres; for k > 1 it
-    is nearest-neighbour upsampling. Returns (array, k), or None when not aligned."""
+def grid_alignment(src_transform: Affine, src_crs: Any, grid: Grid) -> tuple[int, int, int] | None:
+    """(row, col, k) when ``grid`` lies on the source's pixel grid: the grid row/column of
+    source pixel (0, 0) and the number of grid pixels per source pixel; else None."""
     s, g = src_transform, grid.transform
     if s.b or s.d or g.b or g.d or s.e != -s.a or g.e != -g.a:
         return None
     ratio = s.a / g.a
     k = round(ratio)
-    col, row = (g.c - s.c) / g.a, (s.f - g.f) / g.a
+    col, row = (s.c - g.c) / g.a, (g.f - s.f) / g.a
     if (
         k < 1
         or abs(ratio - k) > 1e-9
@@ -150,23 +200,7 @@ def _aligned_copy(
         return None
     if CRS.from_user_input(grid.crs) != CRS.from_user_input(src_crs):
         return None
-    col, row = round(col), round(row)
-    out = np.full(grid.shape, dst_nodata, dtype=dtype)
-    h, w = array.shape
-    r0, c0 = max(0, -row), max(0, -col)
-    r1, c1 = min(grid.height, h * k - row), min(grid.width, w * k - col)
-    if r1 <= r0 or c1 <= c0:
-        return out, k
-    sr0, sc0 = (row + r0) // k, (col + c0) // k
-    src = array[sr0 : (row + r1 - 1) // k + 1, sc0 : (col + c1 - 1) // k + 1]
-    if k > 1:
-        src = src.repeat(k, axis=0).repeat(k, axis=1)
-        src = src[row + r0 - sr0 * k :, col + c0 - sc0 * k :][: r1 - r0, : c1 - c0]
-    dst = out[r0:r1, c0:c1]
-    dst[...] = src
-    if src_nodata is not None:
-        dst[src == src_nodata] = dst_nodata
-    return out, k
+    return round(row), round(col), k
 
 
 def grid_footprint(grid: Grid) -> BaseGeometry:

@@ -69,67 +69,17 @@ def metadata_offset_present(baseline: str | None, flag: bool | None) -> bool:
     return flag is not True
 
 
-def pixel_verdict(
-    dns: list[np.ndarray], scl: np.ndarray, valid: np.ndarray, dark_bands: list[np.ndarray]
-) -> tuple[Verdict, float, float | None, int]:
-    """Judge from the pixels whether the DNs carry the +1000 offset.
-
-    ``dns``: the reflectance bands' DNs on one grid; ``valid``: pixels to trust (clear,
-    with data); ``dark_bands``: the red and blue DNs.
-    """
-    n = below = 0
-    for band in dns:
-        values = band[valid]
-        positive = values > 0  # False for NaN
-        n += int(np.count_nonzero(positive))
-        below += int(np.count_nonzero(positive & (values < BOA_OFFSET_DN)))
-    if n == 0:
-        return "inconclusive", 0.0, None, 0
-    share_below = below / n
-    dark_mask = valid & np.isin(scl, DARK_SCL_CLASSES)
-    dark = np.concatenate([band[dark_mask].ravel() for band in dark_bands])
-    dark = dark[dark > 0]
-    dark_p5 = float(np.percentile(dark, 5)) if dark.size else None
-    if share_below > ABSENT_SHARE:
-        return "absent", share_below, dark_p5, int(dark.size)
-    if (
-        share_below <= PRESENT_MAX_SHARE
-        and dark.size >= MIN_DARK_PIXELS
-        and dark_p5 is not None
-        and dark_p5 < DARK_CEILING_DN
-    ):
-        return "present", share_below, dark_p5, int(dark.size)
-    return "inconclusive", share_below, dark_p5, int(dark.size)
-
-
 class OffsetEvidence:
-    """The pixel test's evidence accumulated strip by strip, in bounded memory: counts,
-    and a 1-DN histogram of the dark-surface DNs for their 5th percentile."""
+    """The pixel test's evidence, accumulated scene by scene or strip by strip in bounded
+    memory (the transform kernel fills it): ``n`` positive DNs of valid pixels over the
+    reflectance bands, ``below`` of them under ``BOA_OFFSET_DN``, and a 1-DN histogram of
+    the red and blue DNs of valid dark-surface pixels, for their 5th percentile (the
+    smallest DN with at least 5% of them at or below it)."""
 
     def __init__(self) -> None:
         self.n = 0
         self.below = 0
         self.dark_hist = np.zeros(65536, dtype=np.int64)
-
-    def add(
-        self,
-        dns: list[np.ndarray],
-        scl: np.ndarray,
-        valid: np.ndarray,
-        dark_bands: list[np.ndarray],
-    ) -> None:
-        for band in dns:
-            values = band[valid]
-            positive = values > 0  # False for NaN
-            self.n += int(np.count_nonzero(positive))
-            self.below += int(np.count_nonzero(positive & (values < BOA_OFFSET_DN)))
-        dark_mask = valid & np.isin(scl, DARK_SCL_CLASSES)
-        for band in dark_bands:
-            values = band[dark_mask]
-            values = values[values > 0]
-            self.dark_hist += np.bincount(
-                np.clip(np.rint(values), 0, 65535).astype(np.int64), minlength=65536
-            )
 
     def verdict(self) -> tuple[Verdict, float, float | None, int]:
         n_dark = int(self.dark_hist.sum())
@@ -156,18 +106,6 @@ def decide_from_evidence(
     baseline: str | None, flag: bool | None, raster_offset: float | None, evidence: OffsetEvidence
 ) -> OffsetDecision:
     return _decision(baseline, flag, raster_offset, *evidence.verdict())
-
-
-def decide_offset(
-    baseline: str | None,
-    flag: bool | None,
-    raster_offset: float | None,
-    dns: list[np.ndarray],
-    scl: np.ndarray,
-    valid: np.ndarray,
-    dark_bands: list[np.ndarray],
-) -> OffsetDecision:
-    return _decision(baseline, flag, raster_offset, *pixel_verdict(dns, scl, valid, dark_bands))
 
 
 def _decision(

@@ -20,14 +20,31 @@ from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
 from geospatial_pipeline.errors import RasterError
-from geospatial_pipeline.raster.grid import Grid, aoi_mask, to_grid
+from geospatial_pipeline.raster.grid import Grid, Placed, aoi_spans, place_on_grid
+from geospatial_pipeline.raster.kernels import (
+    C_BELOW,
+    C_CLOUD,
+    C_DATA,
+    C_INSIDE,
+    C_NEGATIVE,
+    C_POSITIVE,
+    C_SHADOW,
+    C_VALID,
+    F_NO_DATA,
+    HIST_BINS,
+    N_COUNTS,
+    class_flags,
+    scene_pass,
+)
+from geospatial_pipeline.raster.kernels import LAYERS as KERNEL_LAYERS
 from geospatial_pipeline.raster.reflectance import (
+    BOA_OFFSET_DN,
+    DARK_SCL_CLASSES,
     DEFAULT_SCALE,
     OffsetDecision,
     OffsetEvidence,
     decide_from_evidence,
-    decide_offset,
-    normalized_difference,
+    metadata_offset_present,
 )
 
 REFLECTANCE_BANDS = ("red", "green", "blue", "nir")
@@ -75,129 +92,177 @@ def scene_meta(item: Mapping[str, Any]) -> SceneMeta:
     )
 
 
-def _read(path: str) -> tuple[np.ndarray, Any, Any, float | None]:
-    try:
-        with rasterio.open(path) as src:
-            return src.read(1), src.transform, src.crs, src.nodata
-    except rasterio.errors.RasterioError as exc:
-        raise RasterError(f"cannot read {path}: {exc}") from exc
-
-
 @dataclass
-class _Block:
-    """One scene's inputs on (part of) the AOI grid."""
+class RawScene:
+    """One scene's decoded inputs for (part of) a grid: each band's pixels with their
+    georeferencing, as read from its file."""
 
-    dns: dict[str, np.ndarray]
-    scl: np.ndarray
-    inside: np.ndarray
-    has_data: np.ndarray
-    valid: np.ndarray
+    arrays: dict[str, np.ndarray]
+    transforms: dict[str, Affine]
+    crs: dict[str, Any]
+    nodata: dict[str, float | None]
 
     @property
-    def dark_bands(self) -> list[np.ndarray]:
-        return [self.dns[b] for b in ("red", "blue") if b in self.dns]
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays.values())
 
 
-def _read_for(path: str, grid: Grid, whole: bool) -> tuple[np.ndarray, Any, Any, float | None]:
-    """The source pixels needed for ``grid``: the whole file, or only the window under it
-    (plus a margin for the resampling kernel) when working block by block."""
-    if whole:
-        return _read(path)
-    try:
-        with rasterio.open(path) as src:
-            left, bottom, right, top = transform_bounds(grid.crs, src.crs, *grid.bounds)
-            inv = ~src.transform
-            c0, r0 = inv * (left, top)
-            c1, r1 = inv * (right, bottom)
-            margin = 3
-            col0 = max(0, math.floor(min(c0, c1)) - margin)
-            row0 = max(0, math.floor(min(r0, r1)) - margin)
-            col1 = min(src.width, math.ceil(max(c0, c1)) + margin)
-            row1 = min(src.height, math.ceil(max(r0, r1)) + margin)
-            if col1 <= col0 or row1 <= row0:
-                empty = np.zeros((1, 1), dtype=src.dtypes[0])
-                return empty, src.transform, src.crs, src.nodata if src.nodata is not None else 0
-            window = Window(col0, row0, col1 - col0, row1 - row0)
-            return src.read(1, window=window), src.window_transform(window), src.crs, src.nodata
-    except rasterio.errors.RasterioError as exc:
-        raise RasterError(f"cannot read {path}: {exc}") from exc
-
-
-def _load_block(
-    band_paths: Mapping[str, str],
-    aoi: BaseGeometry,
-    grid: Grid,
-    settings: TransformSettings,
-    *,
-    whole: bool,
-) -> _Block:
+def read_scene(band_paths: Mapping[str, str], grid: Grid, *, whole: bool = True) -> RawScene:
+    """Decode the bands :func:`transform_raw` needs: each whole file, or, for a strip of a
+    larger grid, only the window under it (plus a margin for the resampling kernel)."""
     missing = [b for b in REQUIRED_BANDS if b not in band_paths]
     if missing:
         raise RasterError(f"cannot transform: band object(s) {missing} missing")
-    resampling = Resampling[settings.resampling]
-    scl_raw, t, crs, nodata = _read_for(band_paths["scl"], grid, whole)
-    # Classes must never be interpolated: nearest neighbour, always.
-    scl = to_grid(
-        scl_raw,
-        t,
-        crs,
-        nodata if nodata is not None else 0,
-        grid,
-        resampling=Resampling.nearest,
-        dtype=np.uint8,
-        dst_nodata=0,
-    )
-    del scl_raw
-    dns: dict[str, np.ndarray] = {}
-    for band in (b for b in REFLECTANCE_BANDS if b in band_paths):
-        raw, t, crs, nodata = _read_for(band_paths[band], grid, whole)
-        dns[band] = to_grid(
-            raw, t, crs, nodata if nodata is not None else 0, grid, resampling=resampling
+    raw = RawScene({}, {}, {}, {})
+    for band in (b for b in (*REFLECTANCE_BANDS, "scl") if b in band_paths):
+        path = band_paths[band]
+        try:
+            with rasterio.open(path) as src:
+                window = None if whole else _window_under(src, grid)
+                raw.arrays[band] = src.read(1, window=window)
+                raw.transforms[band] = (
+                    src.transform if window is None else src.window_transform(window)
+                )
+                raw.crs[band] = src.crs
+                raw.nodata[band] = src.nodata
+        except rasterio.errors.RasterioError as exc:
+            raise RasterError(f"cannot read {path}: {exc}") from exc
+    return raw
+
+
+def _window_under(src: Any, grid: Grid) -> Window:
+    left, bottom, right, top = transform_bounds(grid.crs, src.crs, *grid.bounds)
+    inv = ~src.transform
+    c0, r0 = inv * (left, top)
+    c1, r1 = inv * (right, bottom)
+    margin = 3
+    col0 = max(0, math.floor(min(c0, c1)) - margin)
+    row0 = max(0, math.floor(min(r0, r1)) - margin)
+    col1 = min(src.width, math.ceil(max(c0, c1)) + margin)
+    row1 = min(src.height, math.ceil(max(r0, r1)) + margin)
+    if col1 <= col0 or row1 <= row0:  # nothing under the strip: one pixel, placed away
+        return Window(0, 0, 1, 1)
+    return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+class _Kernel:
+    """The inputs of one scene placed on (part of) the grid, and the compiled pass over
+    them (:func:`geospatial_pipeline.raster.kernels.scene_pass`)."""
+
+    def __init__(
+        self, raw: RawScene, aoi: BaseGeometry, grid: Grid, settings: TransformSettings
+    ) -> None:
+        resampling = Resampling[settings.resampling]
+        self.grid = grid
+        self.bands = {
+            band: place_on_grid(
+                raw.arrays[band],
+                raw.transforms[band],
+                raw.crs[band],
+                raw.nodata[band],
+                grid,
+                resampling=resampling,
+            )
+            for band in REFLECTANCE_BANDS
+            if band in raw.arrays
+        }
+        # Classes must never be interpolated: nearest neighbour, always.
+        scl = place_on_grid(
+            raw.arrays["scl"],
+            raw.transforms["scl"],
+            raw.crs["scl"],
+            raw.nodata["scl"],
+            grid,
+            resampling=Resampling.nearest,
+            max_k=64,
         )
-    inside = aoi_mask(aoi, grid)
-    has_data = inside & (scl != 0)
-    for arr in dns.values():
-        has_data &= np.isfinite(arr)
-    valid = has_data & ~_class_lut(settings.invalid_scl)[scl]
-    return _Block(dns, scl, inside, has_data, valid)
+        self.flags = class_flags(settings.invalid_scl, CLOUD_SCL, SHADOW_SCL, DARK_SCL_CLASSES)
+        if scl.array.dtype != np.uint8:  # the class table is indexed by the value
+            nodata = scl.array == scl.nodata
+            array = np.clip(scl.array, 0, 255).astype(np.uint8)
+            array[nodata] = 0
+            scl = Placed(array, scl.row, scl.col, scl.k, np.uint8(0))
+        elif scl.nodata != 0:
+            self.flags[int(scl.nodata)] |= F_NO_DATA
+        self.scl = scl
+        self.spans = aoi_spans(aoi, grid)
+        self.layers = tuple(n for n in KERNEL_LAYERS if n != "blue" or "blue" in self.bands)
+
+    def run(
+        self,
+        offset_dn: int,
+        scale: float,
+        *,
+        write: bool,
+        evidence: OffsetEvidence | None,
+        out: np.ndarray,
+        valid: np.ndarray,
+    ) -> np.ndarray:
+        """One pass; returns the counters (``kernels.C_*``). With ``evidence`` the offset
+        test's counts and dark-surface histogram are added to it."""
+        red, green, nir = self.bands["red"], self.bands["green"], self.bands["nir"]
+        blue = self.bands.get("blue", red)
+        order = (red, green, blue, nir)
+        args = (
+            red.array,
+            green.array,
+            blue.array,
+            nir.array,
+            "blue" in self.bands,
+            np.array([(p.row, p.col) for p in order], dtype=np.int64),
+            tuple(p.nodata for p in order),
+            self.scl.array,
+            np.array([self.scl.row, self.scl.col], dtype=np.int64),
+            self.scl.k,
+            self.flags,
+            self.spans,
+            np.float32(offset_dn),
+            np.float32(scale),
+            red.array.dtype.type(BOA_OFFSET_DN),
+            write,
+            evidence is not None,
+            out,
+            valid,
+        )
+        hist = evidence.dark_hist if evidence is not None else _NO_HIST
+        counts = np.zeros(N_COUNTS, dtype=np.int64)
+        scene_pass(*args, hist, counts)
+        if evidence is not None:
+            evidence.n += int(counts[C_POSITIVE])
+            evidence.below += int(counts[C_BELOW])
+        return counts
+
+    def new_outputs(self) -> tuple[np.ndarray, np.ndarray]:
+        height, width = self.grid.shape
+        return np.empty((len(KERNEL_LAYERS), height, width), dtype=np.float32), np.empty(
+            (height, width), dtype=bool
+        )
+
+    def stats(self, counts: np.ndarray) -> dict[str, Any]:
+        return _stats(counts, len(self.bands))
 
 
-def _apply(
-    block: _Block, offset_dn: int, scale: float
-) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    """Reflectance (in place), indices, and the pixel counts the statistics need."""
-    for arr in block.dns.values():
-        arr -= np.float32(offset_dn)
-        arr *= np.float32(scale)
-        arr[~block.valid] = np.nan
-    layers = dict(block.dns)
-    layers["ndvi"] = normalized_difference(block.dns["nir"], block.dns["red"])
-    layers["ndwi"] = normalized_difference(block.dns["green"], block.dns["nir"])
-    counts = {
-        "inside": int(block.inside.sum()),
-        "data": int(block.has_data.sum()),
-        "valid": int(block.valid.sum()),
-        "cloud": int((_class_lut(CLOUD_SCL)[block.scl] & block.has_data).sum()),
-        "shadow": int((_class_lut(SHADOW_SCL)[block.scl] & block.has_data).sum()),
-        "negative": sum(int(np.count_nonzero(b[block.valid] < 0)) for b in block.dns.values()),
-        "bands": len(block.dns),
-    }
-    return layers, counts
+_NO_HIST = np.zeros(HIST_BINS, dtype=np.int64)
+_NO_OUT = np.empty((len(KERNEL_LAYERS), 1, 1), dtype=np.float32)
 
 
-def _stats(counts: Mapping[str, int]) -> dict[str, Any]:
-    n_data, n_valid = counts["data"], counts["valid"]
+def _stats(counts: np.ndarray, bands: int) -> dict[str, Any]:
+    n_data, n_valid = int(counts[C_DATA]), int(counts[C_VALID])
     return {
-        "pixels_in_aoi": counts["inside"],
+        "pixels_in_aoi": int(counts[C_INSIDE]),
         "pixels_with_data": n_data,
         "valid_pixels": n_valid,
         "valid_pixel_fraction": n_valid / n_data if n_data else 0.0,
-        "cloud_fraction": counts["cloud"] / n_data if n_data else 0.0,
-        "shadow_fraction": counts["shadow"] / n_data if n_data else 0.0,
-        "negative_reflectance_share": counts["negative"] / (n_valid * counts["bands"])
-        if n_valid and counts["bands"]
+        "cloud_fraction": int(counts[C_CLOUD]) / n_data if n_data else 0.0,
+        "shadow_fraction": int(counts[C_SHADOW]) / n_data if n_data else 0.0,
+        "negative_reflectance_share": int(counts[C_NEGATIVE]) / (n_valid * bands)
+        if n_valid and bands
         else 0.0,
     }
+
+
+def _metadata_guess(meta: SceneMeta) -> int:
+    return BOA_OFFSET_DN if metadata_offset_present(meta.baseline, meta.boa_offset_applied) else 0
 
 
 def transform_scene(
@@ -209,21 +274,39 @@ def transform_scene(
 ) -> SceneLayers:
     """Mask, offset-correct and resample one scene onto ``grid``; compute NDVI/NDWI.
 
-    Whole-grid arrays: bands are read and resampled one at a time and converted to
-    reflectance in place. Large grids go through :func:`transform_scene_blocked`.
+    Whole-grid arrays; large grids go through :func:`transform_scene_blocked`.
     """
-    block = _load_block(band_paths, aoi, grid, settings, whole=True)
-    decision = decide_offset(
-        meta.baseline,
-        meta.boa_offset_applied,
-        meta.raster_offset,
-        list(block.dns.values()),
-        block.scl,
-        block.valid,
-        block.dark_bands,
+    return transform_raw(read_scene(band_paths, grid), aoi, grid, meta, settings)
+
+
+def transform_raw(
+    raw: RawScene,
+    aoi: BaseGeometry,
+    grid: Grid,
+    meta: SceneMeta,
+    settings: TransformSettings,
+) -> SceneLayers:
+    """:func:`transform_scene` on bands already decoded.
+
+    One pass computes the layers with the offset the metadata claims while it gathers the
+    pixel test's evidence; only when the pixels overrule the metadata does a second pass
+    recompute the layers with the other offset.
+    """
+    kernel = _Kernel(raw, aoi, grid, settings)
+    out, valid = kernel.new_outputs()
+    evidence = OffsetEvidence()
+    guess = _metadata_guess(meta)
+    counts = kernel.run(guess, meta.scale, write=True, evidence=evidence, out=out, valid=valid)
+    decision = decide_from_evidence(
+        meta.baseline, meta.boa_offset_applied, meta.raster_offset, evidence
     )
-    layers, counts = _apply(block, decision.offset_dn, meta.scale)
-    return SceneLayers(grid, layers, block.valid, decision, _stats(counts))
+    if decision.offset_dn != guess:
+        again = kernel.run(
+            decision.offset_dn, meta.scale, write=True, evidence=None, out=out, valid=valid
+        )
+        counts[C_NEGATIVE] = again[C_NEGATIVE]
+    layers = {name: out[i] for i, name in enumerate(KERNEL_LAYERS) if name in kernel.layers}
+    return SceneLayers(grid, layers, valid, decision, kernel.stats(counts))
 
 
 def block_grids(grid: Grid, block_rows: int) -> list[tuple[int, Grid]]:
@@ -268,22 +351,29 @@ def transform_scene_blocked(
     evidence = OffsetEvidence()
     strips = block_grids(grid, block_rows)
     for _, sub in strips:
-        block = _load_block(band_paths, aoi, sub, settings, whole=False)
-        evidence.add(list(block.dns.values()), block.scl, block.valid, block.dark_bands)
-        del block
+        kernel = _Kernel(read_scene(band_paths, sub, whole=False), aoi, sub, settings)
+        valid = np.empty(sub.shape, dtype=bool)
+        kernel.run(0, meta.scale, write=False, evidence=evidence, out=_NO_OUT, valid=valid)
+        del kernel, valid
     decision = decide_from_evidence(
         meta.baseline, meta.boa_offset_applied, meta.raster_offset, evidence
     )
-    totals: dict[str, int] = {}
+    totals = np.zeros(N_COUNTS, dtype=np.int64)
+    bands = 0
     ranges: dict[str, tuple[float | None, float | None]] = {}
     with contextlib.ExitStack() as stack:
         sinks: dict[str, Any] = {}
         for row, sub in strips:
-            block = _load_block(band_paths, aoi, sub, settings, whole=False)
-            layers, counts = _apply(block, decision.offset_dn, meta.scale)
-            for key, value in counts.items():
-                totals[key] = value if key == "bands" else totals.get(key, 0) + value
-            for name, array in layers.items():
+            kernel = _Kernel(read_scene(band_paths, sub, whole=False), aoi, sub, settings)
+            out, valid = kernel.new_outputs()
+            totals += kernel.run(
+                decision.offset_dn, meta.scale, write=True, evidence=None, out=out, valid=valid
+            )
+            bands = len(kernel.bands)
+            for i, name in enumerate(KERNEL_LAYERS):
+                if name not in kernel.layers:
+                    continue
+                array = out[i]
                 if name not in sinks:
                     sinks[name] = stack.enter_context(
                         _strip_sink(grid, workdir / f"{name}.strips.tif")
@@ -299,11 +389,11 @@ def transform_scene_blocked(
                     )
                 else:
                     ranges.setdefault(name, (None, None))
-            del block, layers
+            del kernel, out, valid
         cogs = {name: _sink_to_cog(sink, workdir / f"{name}.tif") for name, sink in sinks.items()}
     for name in cogs:
         (workdir / f"{name}.strips.tif").unlink(missing_ok=True)
-    return BlockedScene(cogs, decision, _stats(totals), ranges)
+    return BlockedScene(cogs, decision, _stats(totals, bands), ranges)
 
 
 @contextlib.contextmanager
@@ -342,13 +432,6 @@ def _sink_to_cog(dataset: Any, path: Path) -> Path:
         num_threads="1",
     )
     return path
-
-
-def _class_lut(classes: tuple[int, ...]) -> np.ndarray:
-    """Boolean lookup table over uint8 class values: ``lut[scl]`` is ``np.isin(scl, classes)``."""
-    lut = np.zeros(256, dtype=bool)
-    lut[list(classes)] = True
-    return lut
 
 
 def encode_layer(array: np.ndarray, grid: Grid) -> bytes:
