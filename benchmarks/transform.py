@@ -1,5 +1,6 @@
-"""Benchmark: ``transform_scene`` on a 20 km x 20 km AOI at 10 m, against a memory-bandwidth
-bound measured in the same run, and its peak RSS.
+"""Benchmark: ``transform_raw`` (decoded bands in, layers out) on a 20 km x 20 km AOI at
+10 m, against a memory-bandwidth bound measured in the same run; decoding timed apart;
+peak RSS.
 
 Run by ``make bench`` (``benchmarks/run.py`` calls :func:`run`) or alone with
 ``.venv/bin/python -m benchmarks.transform [--repetitions N]``. See benchmarks/README.md.
@@ -8,16 +9,18 @@ Run by ``make bench`` (``benchmarks/run.py`` calls :func:`run`) or alone with
    2024-06-15, baseline 05.10 (+1000 DN in the pixels), cut to the AOI's windows exactly
    as ingestion stores them (``read_aoi_window`` + ``encode_cog``): four 10 m uint16 band
    COGs and one 20 m SCL COG, local files. Cached under ``.data/bench-transform/``.
-2. Every repetition runs in a fresh interpreter: the first ``transform_scene`` call there
-   is timed (cold GDAL/PROJ state; the OS page cache holds the files for every run alike),
-   then its peak RSS is read (VmHWM, see :func:`_rss_mb`), then a second call (warm), the
-   COG encoding of the six layers (first run only, reported separately), and the copy
-   bound. The inputs are generated in a child process as well.
+2. Every repetition runs in a fresh interpreter. Start-up is measured apart: imports, and
+   loading the compiled kernels from numba's cache (``kernels.warm_up``; an unmeasured
+   child first fills the cache). Then the first ``read_scene`` (decode) and the first
+   ``transform_raw`` are timed (cold GDAL/PROJ state, fresh outputs; the OS page cache
+   holds the files for every run alike), then peak RSS (VmHWM, see :func:`_rss_mb`), a
+   second decode + transform (warm), the COG encoding of the six layers (first run only,
+   reported separately), and the copy bound. The inputs are generated in a child too.
 3. Memory-bandwidth bound: one numpy copy pass (``np.copyto`` into pre-faulted arrays) over
    the same input arrays (the five bands as decoded) and output arrays (six float32 layers
    and the validity mask), median of several passes, in the same process.
-   ``transform_vs_memory_bound`` = median cold transform time / median copy time.
-4. One extra fresh process runs the transform under cProfile: where the time goes.
+   ``transform_vs_memory_bound`` = median over the runs of cold transform / copy time.
+4. One extra fresh process runs decode + transform under cProfile: where the time goes.
 """
 
 from __future__ import annotations

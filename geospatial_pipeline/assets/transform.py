@@ -5,11 +5,9 @@ import datetime as dt
 import json
 import tempfile
 from collections import defaultdict
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -38,15 +36,13 @@ from geospatial_pipeline.layout import (
 from geospatial_pipeline.partitions import BACKFILL_POLICY, partition_day
 from geospatial_pipeline.raster.cog import gdal_env, validate_cog_bytes, validate_cog_path
 from geospatial_pipeline.raster.extract import COG_CONTENT_TYPE
-from geospatial_pipeline.raster.grid import Grid, aoi_grid
+from geospatial_pipeline.raster.grid import aoi_grid
 from geospatial_pipeline.raster.scene import (
-    BlockedScene,
-    SceneLayers,
-    encode_layer,
+    EncodedLayers,
     median_composite_from_paths,
     scene_meta,
-    transform_scene,
-    transform_scene_blocked,
+    scene_products,
+    strip_rows,
 )
 from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
 from geospatial_pipeline.resources.storage import ObjectStoreResource
@@ -78,21 +74,8 @@ def load_products_manifest(
     return json.loads(store_res.store().get_bytes(products_manifest_key(collection, day)))
 
 
-# Encoded layers: COG bytes, or a COG file (large AOIs) read only when it is published.
-Encoded = dict[str, tuple[bytes | Path, tuple[float | None, float | None]]]
-
-
-def _encode(layers: dict[str, np.ndarray], grid: Grid) -> Encoded:
-    out: Encoded = {}
-    for name, array in layers.items():
-        finite = array[np.isfinite(array)]
-        value_range = (float(finite.min()), float(finite.max())) if finite.size else (None, None)
-        out[name] = (encode_layer(array, grid), value_range)
-    return out
-
-
 def _publish_layers(
-    store: ObjectStore, directory: str, encoded: Mapping[str, tuple[bytes | Path, Any]]
+    store: ObjectStore, directory: str, encoded: EncodedLayers
 ) -> tuple[list[LayerObject], list[dict[str, Any]], bool]:
     objects: list[LayerObject] = []
     entries: list[dict[str, Any]] = []
@@ -251,28 +234,17 @@ def build_transform_assets(partitions: DailyPartitionsDefinition) -> list[Assets
                     paths = band_paths.get((item_id, aoi_name), {})
                     raw = items[item_id]
                     directory = product_dir(collection, day, aoi_name, item_id)
-                    scene: SceneLayers | BlockedScene
-                    if grid.width * grid.height > transform.block_pixels:
-                        # Large AOI: strip by strip, memory bounded by one strip.
-                        scene = transform_scene_blocked(
-                            paths,
-                            aois[aoi_name],
-                            grid,
-                            scene_meta(raw),
-                            settings,
-                            block_rows=max(64, transform.block_pixels // (4 * grid.width)),
-                            workdir=workdir,
-                        )
-                        encoded: Encoded = {
-                            n: (scene.cogs[n], scene.ranges[n]) for n in PRODUCT_LAYERS
-                        }
-                    else:
-                        scene = transform_scene(
-                            paths, aois[aoi_name], grid, scene_meta(raw), settings
-                        )
-                        encoded = _encode({n: scene.layers[n] for n in PRODUCT_LAYERS}, grid)
-                    objects, entries, changed = _publish_layers(store, directory, encoded)
-                    del encoded
+                    scene = scene_products(
+                        paths,
+                        aois[aoi_name],
+                        grid,
+                        scene_meta(raw),
+                        settings,
+                        layers=PRODUCT_LAYERS,
+                        block_pixels=transform.block_pixels,
+                        workdir=workdir,
+                    )
+                    objects, entries, changed = _publish_layers(store, directory, scene.layers)
                     ndvi_sources.append(store.gdal_path(join_key(directory, "ndvi.tif")))
                     source = _source_href(stac.api_url, collection, raw)
                     sources.append(source)
@@ -321,7 +293,7 @@ def build_transform_assets(partitions: DailyPartitionsDefinition) -> list[Assets
                 composite = median_composite_from_paths(
                     ndvi_sources,
                     grid,
-                    block_rows=max(64, transform.block_pixels // (4 * grid.width)),
+                    block_rows=strip_rows(transform.block_pixels, grid.width),
                     workdir=workdir,
                 )
                 objects, entries, changed = _publish_layers(

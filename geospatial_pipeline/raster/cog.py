@@ -23,6 +23,21 @@ from geospatial_pipeline.raster.window import PixelWindow, aoi_window
 COG_BLOCKSIZE = 512
 
 
+def cog_options(*, predictor: int, categorical: bool = False) -> dict[str, Any]:
+    """GDAL COG creation options for every COG the pipeline writes: DEFLATE, 512 px
+    tiles, internal overviews (nearest for classes, so none is invented), one thread so
+    the output is the same bytes for the same input. ``predictor``: 2 for integers, 3
+    for floats."""
+    return {
+        "driver": "COG",
+        "compress": "DEFLATE",
+        "predictor": predictor,
+        "blocksize": COG_BLOCKSIZE,
+        "overview_resampling": "nearest" if categorical else "average",
+        "num_threads": "1",
+    }
+
+
 @dataclass(frozen=True)
 class WindowData:
     array: np.ndarray  # (bands, rows, cols)
@@ -83,7 +98,6 @@ def encode_cog(data: WindowData, *, categorical: bool = False) -> bytes:
     try:
         with MemoryFile() as mem:
             with mem.open(
-                driver="COG",
                 width=width,
                 height=height,
                 count=bands,
@@ -91,11 +105,7 @@ def encode_cog(data: WindowData, *, categorical: bool = False) -> bytes:
                 crs=data.crs_wkt,
                 transform=data.transform,
                 nodata=data.nodata,
-                compress="DEFLATE",
-                predictor=2,
-                blocksize=COG_BLOCKSIZE,
-                overview_resampling="nearest" if categorical else "average",
-                num_threads="1",
+                **cog_options(predictor=2, categorical=categorical),
             ) as dst:
                 dst.write(data.array)
             return bytes(mem.read())

@@ -76,14 +76,9 @@ def aoi_grid(
 
 def aoi_mask(aoi: BaseGeometry, grid: Grid) -> np.ndarray:
     """True for grid pixels whose centre lies inside the AOI (bool, grid-shaped)."""
-    return aoi_mask_u8(aoi, grid).view(bool)
-
-
-def aoi_mask_u8(aoi: BaseGeometry, grid: Grid) -> np.ndarray:
-    """:func:`aoi_mask` as uint8 0/1."""
     out = np.zeros(grid.shape, dtype=np.uint8)
     spans_to_mask(*aoi_spans(aoi, grid), out)
-    return out
+    return out.view(bool)
 
 
 def aoi_spans(aoi: BaseGeometry, grid: Grid) -> Spans:
@@ -152,7 +147,7 @@ def place_on_grid(
     if aligned is not None:
         row, col, k = aligned
         if k == 1 or (resampling == Resampling.nearest and k <= max_k):
-            return Placed(array, row, col, k, _typed(array.dtype, nodata))
+            return Placed(array, row, col, k, array.dtype.type(nodata))
     categorical = resampling == Resampling.nearest
     dtype = array.dtype if categorical else np.dtype(np.float32)
     dst_nodata = nodata if categorical else np.nan
@@ -175,11 +170,7 @@ def place_on_grid(
         num_threads=1,
         **extra,
     )
-    return Placed(dst, 0, 0, 1, _typed(dst.dtype, dst_nodata))
-
-
-def _typed(dtype: np.dtype[Any], value: float) -> Any:
-    return dtype.type(value)
+    return Placed(dst, 0, 0, 1, dst.dtype.type(dst_nodata))
 
 
 def grid_alignment(src_transform: Affine, src_crs: Any, grid: Grid) -> tuple[int, int, int] | None:

@@ -20,6 +20,7 @@ from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
 from geospatial_pipeline.errors import RasterError
+from geospatial_pipeline.raster.cog import COG_BLOCKSIZE, cog_options
 from geospatial_pipeline.raster.grid import Grid, Placed, aoi_spans, place_on_grid
 from geospatial_pipeline.raster.kernels import (
     C_BELOW,
@@ -101,10 +102,6 @@ class RawScene:
     transforms: dict[str, Affine]
     crs: dict[str, Any]
     nodata: dict[str, float | None]
-
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.arrays.values())
 
 
 def read_scene(band_paths: Mapping[str, str], grid: Grid, *, whole: bool = True) -> RawScene:
@@ -309,6 +306,72 @@ def transform_raw(
     return SceneLayers(grid, layers, valid, decision, kernel.stats(counts))
 
 
+Range = tuple[float | None, float | None]  # finite min and max; None when nothing is
+_NO_RANGE: Range = (None, None)
+
+
+def value_range(array: np.ndarray) -> Range:
+    finite = array[np.isfinite(array)]
+    return (float(finite.min()), float(finite.max())) if finite.size else _NO_RANGE
+
+
+def _widen(a: Range, b: Range) -> Range:
+    lows = [v for v in (a[0], b[0]) if v is not None]
+    highs = [v for v in (a[1], b[1]) if v is not None]
+    return (min(lows) if lows else None, max(highs) if highs else None)
+
+
+def strip_rows(block_pixels: int, width: int) -> int:
+    """Rows per strip when a grid is processed strip by strip: about a quarter of
+    ``block_pixels`` per strip, at least 64 rows."""
+    return max(64, block_pixels // (4 * width))
+
+
+# Product layers as COG bytes, or as a COG file in the work directory (large grids; read
+# only when published), each with its value range.
+EncodedLayers = dict[str, tuple[bytes | Path, Range]]
+
+
+@dataclass
+class SceneProducts:
+    decision: OffsetDecision
+    stats: dict[str, Any]
+    layers: EncodedLayers
+
+
+def scene_products(
+    band_paths: Mapping[str, str],
+    aoi: BaseGeometry,
+    grid: Grid,
+    meta: SceneMeta,
+    settings: TransformSettings,
+    *,
+    layers: tuple[str, ...],
+    block_pixels: int,
+    workdir: Path,
+) -> SceneProducts:
+    """One scene's ``layers`` as COGs: as whole arrays encoded in memory, or, for grids of
+    more than ``block_pixels`` pixels, strip by strip through files in ``workdir``
+    (:func:`transform_scene_blocked`: memory bounded by one strip)."""
+    if grid.width * grid.height > block_pixels:
+        blocked = transform_scene_blocked(
+            band_paths,
+            aoi,
+            grid,
+            meta,
+            settings,
+            block_rows=strip_rows(block_pixels, grid.width),
+            workdir=workdir,
+        )
+        encoded: EncodedLayers = {n: (blocked.cogs[n], blocked.ranges[n]) for n in layers}
+        return SceneProducts(blocked.decision, blocked.stats, encoded)
+    scene = transform_scene(band_paths, aoi, grid, meta, settings)
+    encoded = {
+        n: (encode_layer(scene.layers[n], grid), value_range(scene.layers[n])) for n in layers
+    }
+    return SceneProducts(scene.decision, scene.stats, encoded)
+
+
 def block_grids(grid: Grid, block_rows: int) -> list[tuple[int, Grid]]:
     """Row strips of ``grid`` (row offset, sub-grid)."""
     out = []
@@ -331,7 +394,7 @@ class BlockedScene:
     cogs: dict[str, Path]  # COG files in the caller's work directory
     decision: OffsetDecision
     stats: dict[str, Any]
-    ranges: dict[str, tuple[float | None, float | None]]
+    ranges: dict[str, Range]
 
 
 def transform_scene_blocked(
@@ -360,7 +423,7 @@ def transform_scene_blocked(
     )
     totals = np.zeros(N_COUNTS, dtype=np.int64)
     bands = 0
-    ranges: dict[str, tuple[float | None, float | None]] = {}
+    ranges: dict[str, Range] = {}
     with contextlib.ExitStack() as stack:
         sinks: dict[str, Any] = {}
         for row, sub in strips:
@@ -379,16 +442,7 @@ def transform_scene_blocked(
                         _strip_sink(grid, workdir / f"{name}.strips.tif")
                     )
                 sinks[name].write(array, 1, window=Window(0, row, grid.width, sub.height))
-                finite = array[np.isfinite(array)]
-                if finite.size:
-                    low, high = ranges.get(name, (None, None))
-                    lo, hi = float(finite.min()), float(finite.max())
-                    ranges[name] = (
-                        lo if low is None else min(low, lo),
-                        hi if high is None else max(high, hi),
-                    )
-                else:
-                    ranges.setdefault(name, (None, None))
+                ranges[name] = _widen(ranges.get(name, _NO_RANGE), value_range(array))
             del kernel, out, valid
         cogs = {name: _sink_to_cog(sink, workdir / f"{name}.tif") for name, sink in sinks.items()}
     for name in cogs:
@@ -411,8 +465,8 @@ def _strip_sink(grid: Grid, path: Path) -> Iterator[Any]:
         transform=grid.transform,
         nodata=FLOAT_NODATA,
         tiled=True,
-        blockxsize=512,
-        blockysize=512,
+        blockxsize=COG_BLOCKSIZE,
+        blockysize=COG_BLOCKSIZE,
         compress="DEFLATE",
         zlevel=1,
         predictor=3,
@@ -421,16 +475,7 @@ def _strip_sink(grid: Grid, path: Path) -> Iterator[Any]:
 
 
 def _sink_to_cog(dataset: Any, path: Path) -> Path:
-    rasterio.shutil.copy(
-        dataset,
-        str(path),
-        driver="COG",
-        compress="DEFLATE",
-        predictor=3,
-        blocksize=512,
-        overview_resampling="average",
-        num_threads="1",
-    )
+    rasterio.shutil.copy(dataset, str(path), **cog_options(predictor=3))
     return path
 
 
@@ -440,7 +485,6 @@ def encode_layer(array: np.ndarray, grid: Grid) -> bytes:
     try:
         with MemoryFile() as mem:
             with mem.open(
-                driver="COG",
                 width=width,
                 height=height,
                 count=1,
@@ -448,11 +492,7 @@ def encode_layer(array: np.ndarray, grid: Grid) -> bytes:
                 crs=grid.crs,
                 transform=grid.transform,
                 nodata=FLOAT_NODATA,
-                compress="DEFLATE",
-                predictor=3,
-                blocksize=512,
-                overview_resampling="average",
-                num_threads="1",
+                **cog_options(predictor=3),
             ) as dst:
                 dst.write(array.astype(np.float32, copy=False), 1)
             return bytes(mem.read())
@@ -462,11 +502,10 @@ def encode_layer(array: np.ndarray, grid: Grid) -> bytes:
 
 def median_composite_from_paths(
     paths: list[str], grid: Grid, block_rows: int, workdir: Path
-) -> tuple[Path, tuple[float | None, float | None]]:
+) -> tuple[Path, Range]:
     """Per-pixel median of the valid values of several single-band rasters on ``grid``,
     read strip by strip; returns the COG file (in ``workdir``) and the value range."""
-    low: float | None = None
-    high: float | None = None
+    value_span = _NO_RANGE
     with contextlib.ExitStack() as stack:
         sources = [stack.enter_context(rasterio.open(p)) for p in paths]
         strips = workdir / "composite.strips.tif"
@@ -475,14 +514,10 @@ def median_composite_from_paths(
             window = Window(0, row, grid.width, sub.height)
             strip = median_composite([src.read(1, window=window) for src in sources])
             sink.write(strip, 1, window=window)
-            finite = strip[np.isfinite(strip)]
-            if finite.size:
-                lo, hi = float(finite.min()), float(finite.max())
-                low = lo if low is None else min(low, lo)
-                high = hi if high is None else max(high, hi)
+            value_span = _widen(value_span, value_range(strip))
         cog = _sink_to_cog(sink, workdir / "composite.tif")
     strips.unlink(missing_ok=True)
-    return cog, (low, high)
+    return cog, value_span
 
 
 def median_composite(layers: list[np.ndarray]) -> np.ndarray:
