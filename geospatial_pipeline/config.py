@@ -10,7 +10,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 from importlib import resources
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -98,12 +100,62 @@ def _check_geometry(geom: BaseGeometry) -> BaseGeometry:
     return geom
 
 
+def _check_no_antimeridian_jump(geom: BaseGeometry) -> None:
+    # A ring drawn straight across 180° (179.5 -> -179.5) is, read as lon/lat, a polygon
+    # around the rest of the globe; RFC 7946 asks for it cut at 180° instead.
+    for polygon in getattr(geom, "geoms", [geom]):
+        for ring in (polygon.exterior, *polygon.interiors):
+            lons = [x for x, *_ in ring.coords]
+            for a, b in pairwise(lons):
+                if abs(b - a) > 180.0:
+                    raise ValueError(
+                        f"geometry has an edge from longitude {a} to {b}, which would go "
+                        "the long way round the globe; an AOI crossing the antimeridian must "
+                        "be a MultiPolygon cut at 180° (RFC 7946 §3.1.9)"
+                    )
+
+
+def _antimeridian_bbox_parts(bbox: Any) -> list[list[float]] | None:
+    """The two halves of a bbox crossing the antimeridian (STAC's west > east), or None.
+
+    West > east is read that way only for a span of at most 180° of longitude: beyond that
+    it is far likelier swapped corners, which the bbox check then reports as inverted."""
+    if not (
+        isinstance(bbox, list | tuple)
+        and len(bbox) == 4
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in bbox)
+    ):
+        return None
+    west, south, east, north = (float(v) for v in bbox)
+    if not (-180.0 <= east < west <= 180.0 and south < north and east + 360.0 - west <= 180.0):
+        return None
+    halves = [[west, south, 180.0, north], [-180.0, south, east, north]]
+    return [h for h in halves if h[2] > h[0]]
+
+
 class AoiConfig(_Strict):
     """A named area of interest, as a GeoJSON Polygon/MultiPolygon or a bbox, in EPSG:4326."""
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     geometry: dict[str, Any] | None = None
     bbox: tuple[float, float, float, float] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _antimeridian_bbox(cls, data: Any) -> Any:
+        # A bbox crossing 180° is carried as the equivalent RFC 7946 MultiPolygon: every
+        # consumer (grid, windows, search) then sees one shape, and the search sends it as
+        # `intersects`, which every API reads alike (not all handle west > east bboxes).
+        if not isinstance(data, dict) or data.get("geometry") is not None:
+            return data
+        halves = _antimeridian_bbox_parts(data.get("bbox"))
+        if halves is None:
+            return data
+        coordinates = [[[[w, s], [e, s], [e, n], [w, n], [w, s]]] for w, s, e, n in halves]
+        return {
+            **{k: v for k, v in data.items() if k != "bbox"},
+            "geometry": {"type": "MultiPolygon", "coordinates": coordinates},
+        }
 
     @model_validator(mode="after")
     def _one_shape(self) -> AoiConfig:
@@ -114,7 +166,8 @@ class AoiConfig(_Strict):
             if minx >= maxx or miny >= maxy:
                 raise ValueError(
                     f"bbox is inverted or empty: {list(self.bbox)} "
-                    "(expected [min_lon, min_lat, max_lon, max_lat])"
+                    "(expected [min_lon, min_lat, max_lon, max_lat]; west > east is read "
+                    "as crossing the antimeridian only for spans up to 180° of longitude)"
                 )
             _check_geometry(box(*self.bbox))
         else:
@@ -126,6 +179,7 @@ class AoiConfig(_Strict):
                 geom = shape(self.geometry)
             except Exception as exc:
                 raise ValueError(f"geometry is not valid GeoJSON: {exc}") from exc
+            _check_no_antimeridian_jump(geom)
             _check_geometry(geom)
         return self
 
@@ -152,6 +206,30 @@ def check_unique_aoi_names(aois: list[AoiConfig]) -> list[AoiConfig]:
 class PartitionsConfig(_Strict):
     start_date: dt.date
 
+    @field_validator("start_date", mode="before")
+    @classmethod
+    def _calendar_day(cls, value: Any) -> Any:
+        # Partitions are UTC days. A date-time names an instant, whose UTC day may not be
+        # the date written in it ("2024-01-01T00:00:00+05:00" is 2023-12-31 in UTC), and
+        # pydantic would silently keep the written date: ask for the day itself.
+        if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            return value
+        hint = ""
+        instant = value if isinstance(value, dt.datetime) else None
+        if isinstance(value, str):
+            try:
+                instant = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                instant = None
+        if instant is not None and instant.tzinfo is not None:
+            hint = f"; that instant lies in the UTC day {instant.astimezone(dt.UTC).date()}"
+        raise ValueError(
+            "expected a calendar day YYYY-MM-DD (partitions are UTC days), got "
+            f"{instant.isoformat() if instant is not None else repr(value)}{hint}"
+        )
+
     @field_validator("start_date")
     @classmethod
     def _not_future(cls, value: dt.date) -> dt.date:
@@ -169,6 +247,9 @@ class StorageConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
+        if not value.strip() or value.strip() == "file://":
+            # An empty path resolves to the working directory, which would become the store.
+            raise ValueError("is empty: use s3://bucket/prefix or a directory path")
         if "://" in value and not value.startswith(("s3://", "file://")):
             raise ValueError(f"unsupported scheme in {value!r}: use s3://bucket/prefix or a path")
         if value.startswith("s3://") and not value[5:].split("/", 1)[0]:
@@ -220,11 +301,17 @@ class TransformConfig(_Strict):
         from pyproj.exceptions import CRSError
 
         try:
-            epsg = CRS.from_user_input(value).to_epsg()
+            crs = CRS.from_user_input(value)
         except CRSError as exc:
             raise ValueError(f"unknown CRS {value!r}: {exc}") from None
+        epsg = crs.to_epsg()
         if epsg is None:
             raise ValueError(f"CRS {value!r} has no EPSG code")
+        from geospatial_pipeline.raster.grid import metric_crs_problem
+
+        problem = metric_crs_problem(crs)
+        if problem:
+            raise ValueError(f"{problem}, or leave transform.crs unset for each AOI's UTM zone")
         return f"EPSG:{epsg}"
 
     @field_validator("invalid_scl_classes")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from shapely.geometry import Point, shape
 
 from geospatial_pipeline.config import (
     CONFIG_ENV_VAR,
@@ -18,6 +19,8 @@ from geospatial_pipeline.config import (
     require_secrets,
 )
 from geospatial_pipeline.errors import ConfigError
+from geospatial_pipeline.resources.stac import ScopeResource
+from geospatial_pipeline.stac.search import AoiQuery, SearchSettings, _base_params
 
 SQUARE = {
     "type": "Polygon",
@@ -57,6 +60,13 @@ def test_valid_config_has_defaults() -> None:
     assert config.aoi("city").shape.bounds == (9.2, 47.2, 9.3, 47.3)
 
 
+# Drawn straight across 180°: read as lon/lat, everything but that strip of the globe.
+JUMPS_180 = {
+    "type": "Polygon",
+    "coordinates": [
+        [[179.5, -17.2], [-179.5, -17.2], [-179.5, -17.0], [179.5, -17.0], [179.5, -17.2]]
+    ],
+}
 BOW_TIE = {
     "type": "Polygon",
     "coordinates": [[[0.0, 0.0], [1.0, 1.0], [1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]],
@@ -109,6 +119,16 @@ BOW_TIE = {
         (with_("transform.crs", "EPSG:999999"), "transform.crs", "unknown CRS"),
         (with_("transform.invalid_scl_classes", [3, 12]), "transform.invalid_scl_classes", "0..11"),
         (with_("bands", ["red", "green", "blue"]), "bands", "the transform needs ['nir', 'scl']"),
+        (with_("storage.url", ""), "storage.url", "is empty"),
+        (with_("storage.url", "file://"), "storage.url", "is empty"),
+        (
+            with_("partitions.start_date", "2024-01-01T00:00:00+05:00"),
+            "partitions.start_date",
+            "that instant lies in the UTC day 2023-12-31",
+        ),
+        (with_("transform.crs", "EPSG:4326"), "transform.crs", "geographic CRS"),
+        (with_("transform.crs", "EPSG:2263"), "transform.crs", "US survey foot"),
+        (with_("aois.0.geometry", JUMPS_180), "aois.0", "cut at 180°"),
     ],
     ids=[
         "self-intersecting",
@@ -128,6 +148,12 @@ BOW_TIE = {
         "transform-crs",
         "scl-classes",
         "transform-bands",
+        "empty-storage-url",
+        "empty-file-url",
+        "start-date-with-offset",
+        "geographic-crs",
+        "feet-crs",
+        "polygon-across-180",
     ],
 )
 def test_bad_config_names_the_field(doc: dict[str, Any], field: str, words: str) -> None:
@@ -209,3 +235,39 @@ def test_default_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(CONFIG_ENV_VAR, raising=False)
     config = load_config()
     assert config.stac.api_url == EARTH_SEARCH_V1
+
+
+def test_antimeridian_bbox_is_searched_and_gridded_as_two_halves() -> None:
+    # STAC's bbox convention: west > east crosses 180°.
+    config = parse_config(with_("aois.1.bbox", [179.6, -16.9, -179.8, -16.7]))
+    aoi = config.aoi("city")
+    halves = sorted(p.bounds for p in aoi.shape.geoms)
+    assert halves == [(-180.0, -16.9, -179.8, -16.7), (179.6, -16.9, 180.0, -16.7)]
+    assert aoi.shape.covers(Point(179.9, -16.8)) and aoi.shape.covers(Point(-179.9, -16.8))
+    assert not aoi.shape.covers(Point(0.0, -16.8))
+    # Sent as `intersects` (read alike by every API), never as a bbox the server might
+    # take as [-179.8 .. 179.6], the rest of the globe.
+    params = _base_params(
+        SearchSettings(api_url="http://127.0.0.1", collection="sentinel-2-l2a"),
+        AoiQuery(aoi.name, aoi.geojson, aoi.bbox),
+        "2024-01-01T00:00:00Z/2024-01-01T23:59:59Z",
+    )
+    assert "bbox" not in params
+    assert shape(params["intersects"]).equals(aoi.shape)
+    # The resource the assets read carries the same shape.
+    again = ScopeResource.from_config(config).aoi_configs()
+    assert again[1].shape.equals(aoi.shape)
+
+
+def test_start_date_as_an_unquoted_yaml_datetime_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(
+        "aois: [{name: a, bbox: [0, 0, 1, 1]}]\n"
+        "partitions: {start_date: 2024-01-01T00:00:00+05:00}\n"
+        "storage: {url: /tmp/x}\n"
+        "warehouse: {kind: duckdb, path: /tmp/x.duckdb}\n"
+    )
+    with pytest.raises(ConfigError, match=r"partitions\.start_date: .*UTC day 2023-12-31"):
+        load_config(path)

@@ -7,11 +7,14 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
+import shapely
+import shapely.affinity
 from affine import Affine
+from pyproj import CRS as PyprojCRS
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.warp import reproject
-from shapely.geometry import box
+from shapely.geometry import MultiPolygon, box
 from shapely.geometry.base import BaseGeometry
 
 from geospatial_pipeline.raster.kernels import polygon_spans, spans_to_mask
@@ -47,8 +50,66 @@ class Grid:
 
 
 def utm_epsg(lon: float, lat: float) -> int:
+    lon = (lon + 180.0) % 360.0 - 180.0  # 180.2 (an unwrapped longitude) is -179.8
     zone = min(60, max(1, math.floor((lon + 180.0) / 6.0) + 1))
     return (32600 if lat >= 0 else 32700) + zone
+
+
+def crosses_antimeridian(geom: BaseGeometry) -> bool:
+    """True for an EPSG:4326 geometry spanning more than half the globe in longitude: an
+    AOI crossing 180° (split there, as RFC 7946 asks), never one that wide for real."""
+    minx, _, maxx, _ = geom.bounds
+    return maxx - minx > 180.0
+
+
+def unwrap_longitudes(geom: BaseGeometry) -> BaseGeometry:
+    """``geom`` with its longitudes made continuous across 180° (west of it kept, east
+    of it shifted by +360), so centroids and extents are those of the real area."""
+    if not crosses_antimeridian(geom):
+        return geom
+
+    def shift(xy: np.ndarray) -> np.ndarray:
+        out = xy.copy()
+        out[out[:, 0] < 0, 0] += 360.0
+        return out
+
+    return shapely.transform(geom, shift)
+
+
+def split_at_antimeridian(geom: BaseGeometry) -> BaseGeometry:
+    """An EPSG:4326 geometry whose edges jump across 180° (longitudes from -180 to 180 on
+    both sides) as the RFC 7946 MultiPolygon cut at 180°; others unchanged."""
+    if not crosses_antimeridian(geom):
+        return geom
+    unwrapped = unwrap_longitudes(geom)
+    west = unwrapped.intersection(box(-180.0, -90.0, 180.0, 90.0))
+    east = shapely.affinity.translate(
+        unwrapped.intersection(box(180.0, -90.0, 540.0, 90.0)), xoff=-360.0
+    )
+    parts = [
+        part
+        for piece in (west, east)
+        for part in getattr(piece, "geoms", [piece])
+        if part.geom_type == "Polygon" and not part.is_empty
+    ]
+    return MultiPolygon(parts)
+
+
+def metric_crs_problem(crs: Any) -> str | None:
+    """Why ``crs`` cannot carry a grid whose resolution is in metres, or None.
+
+    The grid is laid out in CRS units: a resolution of 10 in EPSG:4326 would be 10-degree
+    pixels, in a US-feet CRS 3 m ones."""
+    parsed = PyprojCRS.from_user_input(crs)
+    units = sorted({axis.unit_name for axis in parsed.axis_info})
+    if parsed.is_projected and units == ["metre"]:
+        return None
+    kind = "geographic" if parsed.is_geographic else "non-metric"
+    name = f"EPSG:{parsed.to_epsg()}" if parsed.to_epsg() else parsed.name
+    return (
+        f"{name} is a {kind} CRS (axis units: {', '.join(units) or 'none'}) but the "
+        "resolution is in metres: use a projected CRS in metres (e.g. a UTM zone)"
+    )
 
 
 def aoi_grid(
@@ -59,10 +120,16 @@ def aoi_grid(
 ) -> Grid:
     """North-up grid covering ``aoi`` (EPSG:4326): by default in the UTM zone of its
     centroid, pixel edges on multiples of ``resolution`` (+ ``anchor``), which is the
-    Sentinel-2 tiling grid for 10/20/60 m."""
+    Sentinel-2 tiling grid for 10/20/60 m.
+
+    An AOI crossing 180° (a MultiPolygon cut there) takes the centroid of its unwrapped
+    shape: the halves at +179.9° and -179.9° average to ~0° otherwise, a zone half the
+    globe away. Both halves project contiguously into the chosen zone."""
     if crs is None:
-        c = aoi.centroid
+        c = unwrap_longitudes(aoi).centroid
         crs = f"EPSG:{utm_epsg(c.x, c.y)}"
+    elif problem := metric_crs_problem(crs):
+        raise ValueError(f"crs: {problem}")
     minx, miny, maxx, maxy = project_geometry(aoi, crs).bounds
     ax, ay = anchor
     left = math.floor((minx - ax) / resolution) * resolution + ax
@@ -201,4 +268,6 @@ def grid_footprint(grid: Grid) -> BaseGeometry:
 
     outline = box(*grid.bounds).segmentize(max(grid.transform.a * 16, 1.0))
     to_wgs84 = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
-    return shp_transform(outline, to_wgs84.transform, interleaved=False)
+    # A grid over 180° comes back with longitudes jumping from +180 to -180, a polygon
+    # around the rest of the globe; cut it there instead (RFC 7946).
+    return split_at_antimeridian(shp_transform(outline, to_wgs84.transform, interleaved=False))
