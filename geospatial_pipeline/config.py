@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -30,6 +31,7 @@ from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
 from geospatial_pipeline.errors import ConfigError
+from geospatial_pipeline.stac.hrefs import check_allowed_hosts
 
 CONFIG_ENV_VAR = "GEOSPATIAL_PIPELINE_CONFIG"
 SNOWFLAKE_PASSWORD_ENV_VAR = "SNOWFLAKE_PASSWORD"  # noqa: S105 - the variable's name, not a secret
@@ -76,6 +78,9 @@ class StacConfig(_Strict):
     page_size: int = Field(default=100, ge=1, le=10_000)
     timeout_s: float = Field(default=30.0, gt=0)
     max_retries: int = Field(default=5, ge=0, le=20)
+    # Where asset hrefs may point (see stac.hrefs): "s3://bucket", "host.name",
+    # "http://host:port", "file://" (loopback API only). None: the catalog's data hosts.
+    allowed_asset_hosts: list[str] | None = None
 
     @field_validator("api_url")
     @classmethod
@@ -83,6 +88,13 @@ class StacConfig(_Strict):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http(s) URL")
         return value.rstrip("/")
+
+    @field_validator("allowed_asset_hosts")
+    @classmethod
+    def _asset_hosts(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        # api_url is validated first (field order); when it failed, it has its own error.
+        api_url = info.data.get("api_url")
+        return check_allowed_hosts(value, api_url) if api_url else value
 
 
 def _check_geometry(geom: BaseGeometry) -> BaseGeometry:

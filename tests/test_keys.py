@@ -49,3 +49,14 @@ def test_local_store_refuses_escape_and_publishes_atomically(tmp_path: Path) -> 
     assert [o.key for o in store.list("a")] == ["a/b.bin"]
     assert not list((tmp_path / "root" / "a").glob(".*"))  # no temporary left behind
     assert not (tmp_path / "outside").exists()
+
+
+@pytest.mark.parametrize("hostile", ["a/b", "../../etc", "x y", "caf\u00e9", ".hidden", "S" * 300])
+def test_encoded_component_never_equals_another_values(hostile: str) -> None:
+    # A remote party that knows the encoding can send the encoded form as a value of its
+    # own: it must still get a key of its own, not the hostile value's.
+    encoded = sanitize_component(hostile)
+    assert encoded != hostile
+    assert sanitize_component(encoded) != encoded
+    # And values differing only beyond the kept length do not share a key either.
+    assert sanitize_component(hostile + "1") != sanitize_component(hostile + "2")

@@ -11,7 +11,7 @@ import pytest
 from geospatial_pipeline.errors import StacSearchError
 from geospatial_pipeline.stac.search import AoiQuery, SearchSettings, open_client, search_day
 from tests.conftest import EARTH_SEARCH, require_shared_data
-from tests.replay_server import ReplayState, replay_server
+from tests.replay_server import Recorded, ReplayState, replay_server
 
 BBOX = (9.0, 47.0, 10.0, 48.0)
 AOI = AoiQuery("upper-rhine", {"type": "Polygon", "coordinates": []}, BBOX)
@@ -49,18 +49,76 @@ def test_follows_recorded_post_next_tokens() -> None:
     assert {s.item_id for s in result.superseded} == {
         f"S2A_{t}_20200302_0_L2A" for t in ("32TMT", "32TNT", "32UMU", "32UNU")
     }
-    # Earth Search declares the query extension, so the cloud filter goes to the server.
-    assert result.filter_mode == "query"
+    # Earth Search declares the query extension, but the cloud filter stays on the client.
+    assert result.filter_mode == "client"
 
 
-def test_query_extension_sent_only_when_declared() -> None:
+def _applying_query(state_box: dict[str, Any]) -> ReplayState:
+    """A replay that, like Earth Search, applies a `query` on eo:cloud_cover itself."""
+
+    def fault(method: str, path: str, count: int) -> Any:
+        state: ReplayState = state_box["state"]
+        body = state.requests[-1][2]
+        if method != "POST" or not body.get("query"):
+            return None
+        rec = Recorded(EARTH_SEARCH, state_box["url"])
+        names = ("search_page.json", "search_page_2.json", "search_page_3_empty.json")
+        pages = [rec.load(n) for n in names]
+        tokens: dict[Any, int] = {None: 0}
+        for i, page in enumerate(pages[:-1]):
+            tokens[next(lk for lk in page["links"] if lk["rel"] == "next")["body"]["next"]] = i + 1
+        page = pages[tokens[body.get("next")]]
+        limit = body["query"]["eo:cloud_cover"]["lte"]
+        page["features"] = [
+            f for f in page["features"] if f["properties"]["eo:cloud_cover"] <= limit
+        ]
+        return 200, {}, page
+
+    state = ReplayState(fault=fault)
+    state_box["state"] = state
+    return state
+
+
+def test_cloud_filter_after_dedupe_on_an_api_with_query() -> None:
+    # Real 2020-03-02 items: each tile's reprocessing `_1_` is now cloudier than 99 % while
+    # its older `_0_` is below on three tiles (32TMT _1_ 99.69 / _0_ 95.75, 32UMU 99.86 /
+    # 87.93, 32UNU 99.52 / 98.23). The newer processing wins the dedupe and is then filtered
+    # out: the older one must not come back in its place.
+    box: dict[str, Any] = {}
+    with replay_server(EARTH_SEARCH, _applying_query(box)) as (url, state):
+        box["url"] = url
+        s = settings(url, max_cloud_cover=99.0)
+        result = search_day(open_client(s), s, dt.date(2020, 3, 2), [AOI], BANDS)
+    assert all(
+        "query" not in body and "filter" not in body for m, _, body in state.requests if m == "POST"
+    )
+    assert result.items == []
+    tiles = ("32TMT", "32TNT", "32UMU", "32UNU")
+    assert [(x.item_id, x.superseded_by) for x in result.superseded] == [
+        (f"S2A_{t}_20200302_0_L2A", f"S2A_{t}_20200302_1_L2A") for t in tiles
+    ]
+    raw = {
+        f["id"]: f["properties"]["eo:cloud_cover"]
+        for name in ("search_page.json", "search_page_2.json")
+        for f in json.loads((EARTH_SEARCH / name).read_text())["features"]
+    }
+    assert result.too_cloudy == [
+        {"id": f"S2A_{t}_20200302_1_L2A", "cloud_cover": raw[f"S2A_{t}_20200302_1_L2A"]}
+        for t in tiles
+    ]
+    assert all(c > 99.0 for c in (x["cloud_cover"] for x in result.too_cloudy))
+
+
+def test_client_filter_keeps_the_clear_winners() -> None:
     with replay_server(EARTH_SEARCH) as (url, state):
-        s = settings(url, max_cloud_cover=50.0)
-        result = search_day(open_client(s), s, dt.date(2020, 3, 5), [AOI], BANDS)
-    first = next(body for m, _, body in state.requests if m == "POST")
-    assert first["query"] == {"eo:cloud_cover": {"lte": 50.0}}
-    # The replay ignores the query, so the client-side filter must still apply.
-    assert all(i["properties"]["eo:cloud_cover"] <= 50.0 for i in result.items)
+        s = settings(url, max_cloud_cover=99.9)
+        result = search_day(open_client(s), s, dt.date(2020, 3, 2), [AOI], BANDS)
+    assert all("query" not in body for m, _, body in state.requests if m == "POST")
+    # The four `_1_` of 03-02 are between 99.52 and 99.87 % cloudy: all kept, no `_0_`.
+    assert [i["id"] for i in result.items] == [
+        f"S2A_{t}_20200302_1_L2A" for t in ("32TMT", "32TNT", "32UMU", "32UNU")
+    ]
+    assert result.too_cloudy == []
 
 
 def _flaky(failures: dict[int, Any]) -> ReplayState:

@@ -52,6 +52,7 @@ def build_resources(config: PipelineConfig) -> dict[str, Any]:
             page_size=config.stac.page_size,
             timeout_s=config.stac.timeout_s,
             max_retries=config.stac.max_retries,
+            allowed_asset_hosts=config.stac.allowed_asset_hosts,
         ),
         "scope": ScopeResource.from_config(config),
         "object_store": ObjectStoreResource(

@@ -16,6 +16,7 @@ from geospatial_pipeline.config import (
     format_errors,
 )
 from geospatial_pipeline.errors import ConfigError
+from geospatial_pipeline.stac.hrefs import check_allowed_hosts
 from geospatial_pipeline.stac.search import (
     AoiQuery,
     DayItems,
@@ -35,8 +36,15 @@ class StacSearchResource(ConfigurableResource):
     page_size: int = 100
     timeout_s: float = 30.0
     max_retries: int = 5
+    # None: the catalog's default data hosts (see stac.hrefs).
+    allowed_asset_hosts: list[str] | None = None
 
     def settings(self) -> SearchSettings:
+        try:
+            # Re-checked here: a value edited in the launchpad skips the YAML validation.
+            hosts = check_allowed_hosts(self.allowed_asset_hosts, self.api_url)
+        except ValueError as exc:
+            raise ConfigError(f"resource 'stac': allowed_asset_hosts: {exc}") from None
         return SearchSettings(
             api_url=self.api_url,
             collection=self.collection,
@@ -45,6 +53,7 @@ class StacSearchResource(ConfigurableResource):
             page_size=self.page_size,
             timeout_s=self.timeout_s,
             max_retries=self.max_retries,
+            allowed_asset_hosts=None if hosts is None else tuple(hosts),
         )
 
     def search_day(self, day: dt.date, aois: Sequence[AoiConfig], bands: Sequence[str]) -> DayItems:

@@ -7,11 +7,20 @@ sent); `SceneItem` is the validated view used for decisions.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
+
+from geospatial_pipeline.stac.hrefs import AssetHostPolicy
+
+# Item ids become object-key components and file names. Rather than encode hostile ids
+# (which could then collide with, or look like, real ones), an id must already be a safe
+# component: ASCII letters, digits, '.', '_' and '-', starting with a letter or digit, at
+# most 200 characters (storage.keys leaves such a value unchanged). Earth Search ids all are.
+ITEM_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 
 class AssetModel(BaseModel):
@@ -26,7 +35,7 @@ class SceneItem(BaseModel):
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
-    id: str = Field(min_length=1, max_length=512)
+    id: str
     collection: str | None
     acquired_at: dt.datetime
     geometry: dict[str, Any]
@@ -51,6 +60,16 @@ class SceneItem(BaseModel):
             return value.replace(tzinfo=dt.UTC)
         return value.astimezone(dt.UTC)
 
+    @field_validator("id")
+    @classmethod
+    def _safe_id(cls, value: str) -> str:
+        if not ITEM_ID.fullmatch(value):
+            raise ValueError(
+                "must be 1-200 ASCII letters, digits, '.', '_' or '-', starting with a "
+                f"letter or digit (it becomes an object key), got {value!r}"
+            )
+        return value
+
     @field_validator("geometry")
     @classmethod
     def _valid_geometry(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -60,6 +79,9 @@ class SceneItem(BaseModel):
             raise ValueError(f"geometry is not valid GeoJSON: {exc}") from exc
         if geom.is_empty:
             raise ValueError("geometry is empty")
+        # GeoJSON is WGS 84 longitude/latitude; a footprint in projected metres (a UTM
+        # easting of 399960) would otherwise be stored and intersected as if it were.
+        _check_lonlat(geom.bounds, "coordinates")
         return value
 
     @field_validator("bbox")
@@ -67,6 +89,9 @@ class SceneItem(BaseModel):
     def _valid_bbox(cls, value: list[float]) -> list[float]:
         if len(value) not in (4, 6):
             raise ValueError(f"bbox must have 4 or 6 numbers, got {len(value)}")
+        half = len(value) // 2
+        # Min x may exceed max x for an item across the antimeridian, so only ranges count.
+        _check_lonlat((value[0], value[1], value[half], value[half + 1]), "bbox")
         return value
 
     @property
@@ -80,6 +105,17 @@ class SceneItem(BaseModel):
     @property
     def baseline_tuple(self) -> tuple[int, ...]:
         return baseline_version(self.processing_baseline)
+
+
+def _check_lonlat(bounds: tuple[float, float, float, float], what: str) -> None:
+    minx, miny, maxx, maxy = bounds
+    if not all(-180.0 <= x <= 180.0 for x in (minx, maxx)) or not all(
+        -90.0 <= y <= 90.0 for y in (miny, maxy)
+    ):
+        raise ValueError(
+            f"{what} outside longitude [-180, 180] / latitude [-90, 90] (bounds "
+            f"{[minx, miny, maxx, maxy]}): GeoJSON must be in EPSG:4326, not projected"
+        )
 
 
 def baseline_version(baseline: str | None) -> tuple[int, ...]:
@@ -115,8 +151,13 @@ class ItemValidationError(ValueError):
         self.reason = reason
 
 
-def validate_item(raw: dict[str, Any], required_bands: list[str]) -> SceneItem:
-    """Return the validated view of ``raw`` or raise ItemValidationError saying why not."""
+def validate_item(
+    raw: dict[str, Any], required_bands: list[str], hosts: AssetHostPolicy | None = None
+) -> SceneItem:
+    """Return the validated view of ``raw`` or raise ItemValidationError saying why not.
+
+    With ``hosts``, the href of every required band must be one the pipeline may open.
+    """
     item_id = str(raw.get("id") or "<missing id>")
     if raw.get("type") != "Feature":
         raise ItemValidationError(item_id, f"type must be 'Feature', got {raw.get('type')!r}")
@@ -130,7 +171,7 @@ def validate_item(raw: dict[str, Any], required_bands: list[str]) -> SceneItem:
     if missing:
         raise ItemValidationError(item_id, f"missing band asset(s) {missing}")
     try:
-        return SceneItem(
+        scene = SceneItem(
             id=raw.get("id"),
             collection=raw.get("collection"),
             acquired_at=props.get("datetime"),
@@ -151,3 +192,9 @@ def validate_item(raw: dict[str, Any], required_bands: list[str]) -> SceneItem:
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise ItemValidationError(item_id, reasons) from None
+    if hosts is not None:
+        for band in required_bands:
+            refusal = hosts.refusal(scene.assets[band].href)
+            if refusal is not None:
+                raise ItemValidationError(item_id, f"assets.{band}.href: {refusal}")
+    return scene

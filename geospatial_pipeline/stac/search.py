@@ -17,14 +17,17 @@ from urllib3.util.retry import Retry
 
 from geospatial_pipeline.errors import StacSearchError
 from geospatial_pipeline.stac.dedupe import Superseded, dedupe_scenes
+from geospatial_pipeline.stac.hrefs import AssetHostPolicy
 from geospatial_pipeline.stac.models import ItemValidationError, SceneItem, validate_item
 
 log = logging.getLogger(__name__)
 
 FilterMode = Literal["query", "filter", "client"]
 
-# Conformance classes that make server-side cloud filtering trustworthy. An API that does
-# not declare them may silently ignore the parameter (rustac does), so we never send it then.
+# Conformance classes that make server-side filtering trustworthy. An API that does not
+# declare them may silently ignore the parameter (rustac does), so we never send it then.
+# (Only the search for updated items uses them: a day's cloud filter always runs on the
+# client, after the dedupe; see search_day.)
 QUERY_CONFORMANCE = ("https://api.stacspec.org/v1.0.0/item-search#query",)
 FILTER_CONFORMANCE = (
     "https://api.stacspec.org/v1.0.0-rc.2/item-search#filter",
@@ -44,6 +47,11 @@ class SearchSettings:
     timeout_s: float = 30.0
     max_retries: int = 5
     backoff_s: float = 0.5
+    # Entries as in stac.hrefs; None: the default for api_url (see default_asset_hosts).
+    allowed_asset_hosts: tuple[str, ...] | None = None
+
+    def asset_hosts(self) -> AssetHostPolicy:
+        return AssetHostPolicy.for_catalog(self.api_url, self.allowed_asset_hosts)
 
 
 @dataclass(frozen=True)
@@ -63,9 +71,12 @@ class DayItems:
     invalid: list[dict[str, str]] = field(default_factory=list)
     superseded: list[Superseded] = field(default_factory=list)
     dropped_over_limit: list[str] = field(default_factory=list)
+    # Where the cloud filter ran; always "client" for a day's search (see search_day).
     filter_mode: FilterMode = "client"
     matched: int = 0  # items returned by the API before any filtering
     seen: dict[str, str] = field(default_factory=dict)  # every returned id -> fingerprint
+    # Kept by the dedupe, then above stac.max_cloud_cover: {"id", "cloud_cover"}.
+    too_cloudy: list[dict[str, Any]] = field(default_factory=list)
 
     def scenes(self, bands: Sequence[str]) -> dict[str, SceneItem]:
         return {raw["id"]: validate_item(raw, list(bands)) for raw in self.items}
@@ -136,22 +147,12 @@ def _base_params(settings: SearchSettings, aoi: AoiQuery, interval: str) -> dict
 
 
 def _search_aoi(
-    client: Client,
-    settings: SearchSettings,
-    day: dt.date,
-    aoi: AoiQuery,
-    mode: FilterMode,
+    client: Client, settings: SearchSettings, day: dt.date, aoi: AoiQuery
 ) -> list[dict[str, Any]]:
+    # No cloud filter here, even where the API could apply it: the server would drop a
+    # reprocessed item that is now too cloudy and return the older processing it
+    # replaces, which the dedupe would then keep. A day's result set is small.
     params = _base_params(settings, aoi, _datetime_param(day))
-    if settings.max_cloud_cover < 100.0:
-        if mode == "query":
-            params["query"] = {"eo:cloud_cover": {"lte": settings.max_cloud_cover}}
-        elif mode == "filter":
-            params["filter"] = {
-                "op": "<=",
-                "args": [{"property": "eo:cloud_cover"}, settings.max_cloud_cover],
-            }
-            params["filter_lang"] = "cql2-json"
     try:
         search = client.search(**params)
         return [page_item for page in search.pages_as_dicts() for page_item in page["features"]]
@@ -168,27 +169,31 @@ def search_day(
     aois: Sequence[AoiQuery],
     bands: Sequence[str],
 ) -> DayItems:
-    """Search every AOI for ``day``, validate, filter on the client, dedupe, cap."""
-    mode = filter_mode(client)
+    """Search every AOI for ``day``, validate, dedupe, filter cloud cover, cap.
+
+    Items whose required band hrefs are not allowed (``settings.allowed_asset_hosts``) are
+    invalid items: they are reported and never opened.
+    """
     start, end = day_window(day)
+    hosts = settings.asset_hosts()
     raw_by_id: dict[str, dict[str, Any]] = {}
     aoi_hits: dict[str, set[str]] = {aoi.name: set() for aoi in aois}
     matched = 0
     for aoi in aois:
-        found = _search_aoi(client, settings, day, aoi, mode)
+        found = _search_aoi(client, settings, day, aoi)
         matched += len(found)
         for raw in found:
             item_id = str(raw.get("id"))
             raw_by_id.setdefault(item_id, raw)
             aoi_hits[aoi.name].add(item_id)
-        log.info("AOI %s on %s: %d item(s) (filter mode %s)", aoi.name, day, len(found), mode)
+        log.info("AOI %s on %s: %d item(s)", aoi.name, day, len(found))
 
     valid: list[SceneItem] = []
     invalid: list[dict[str, str]] = []
     for item_id in sorted(raw_by_id):
         raw = raw_by_id[item_id]
         try:
-            scene = validate_item(raw, list(bands))
+            scene = validate_item(raw, list(bands), hosts)
         except ItemValidationError as exc:
             invalid.append({"id": exc.item_id, "reason": exc.reason})
             continue
@@ -201,11 +206,13 @@ def search_day(
         valid.append(scene)
 
     # Dedupe before the cloud filter: a newer processing that is now too cloudy must not
-    # let the older one it replaces back in. (With server-side filtering the API never
-    # returns that newer item, so there the older one can survive; see the README.)
-    kept, superseded = dedupe_scenes(valid)
-    # Applied even after server-side filtering: harmless, and guards APIs that ignore it.
-    kept = [s for s in kept if s.cloud_cover is None or s.cloud_cover <= settings.max_cloud_cover]
+    # let the older one it replaces back in.
+    winners, superseded = dedupe_scenes(valid)
+    kept = [
+        s for s in winners if s.cloud_cover is None or s.cloud_cover <= settings.max_cloud_cover
+    ]
+    clear = {s.id for s in kept}
+    too_cloudy = [{"id": s.id, "cloud_cover": s.cloud_cover} for s in winners if s.id not in clear]
     dropped: list[str] = []
     if len(kept) > settings.max_items_per_day:
         # Keep the clearest scenes; the rest are reported, never silently lost.
@@ -222,9 +229,10 @@ def search_day(
         invalid=invalid,
         superseded=superseded,
         dropped_over_limit=dropped,
-        filter_mode=mode,
+        filter_mode="client",
         matched=matched,
         seen={item_id: content_fingerprint(raw) for item_id, raw in sorted(raw_by_id.items())},
+        too_cloudy=too_cloudy,
     )
 
 
