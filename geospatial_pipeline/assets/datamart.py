@@ -4,8 +4,6 @@ warehouse (partition rows replaced on every run)."""
 import datetime as dt
 from typing import Any
 
-import numpy as np
-import rasterio
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -18,19 +16,26 @@ from dagster import (
     MetadataValue,
     asset,
 )
+from shapely.geometry.base import BaseGeometry
 
+from geospatial_pipeline.assets.ingest import load_manifest
 from geospatial_pipeline.assets.preview import markdown_table
 from geospatial_pipeline.assets.transform import (
     ANALYSIS_READY,
     COMPOSITE_ID,
     load_products_manifest,
 )
+from geospatial_pipeline.errors import PipelineError
 from geospatial_pipeline.layout import processed_prefix
 from geospatial_pipeline.partitions import BACKFILL_POLICY, partition_day
 from geospatial_pipeline.raster.cog import gdal_env
-from geospatial_pipeline.resources.stac import StacSearchResource
+from geospatial_pipeline.raster.scene import strip_rows
+from geospatial_pipeline.raster.stats import SceneSources, daily_aoi_stats, grid_of
+from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
 from geospatial_pipeline.resources.storage import ObjectStoreResource
+from geospatial_pipeline.resources.transform import TransformResource
 from geospatial_pipeline.resources.warehouse import WarehouseResource
+from geospatial_pipeline.storage.object_store import ObjectStore
 from geospatial_pipeline.warehouse.tables import DAILY_AOI_STATS, PRODUCT_CATALOG, SCENE_QUALITY
 
 DAILY_STATS_KEY = AssetKey("daily_aoi_stats")
@@ -41,74 +46,94 @@ def _timestamp(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(dt.UTC)
 
 
-def _finite(values: np.ndarray) -> np.ndarray:
-    return values[np.isfinite(values)]
+def scene_quality_rows(day: dt.date, products: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One ``scene_quality`` row per scene x AOI: its offset decision and pixel shares."""
+    rows: list[dict[str, Any]] = []
+    for p in sorted(
+        (p for p in products if p["item_id"] != COMPOSITE_ID),
+        key=lambda p: (p["aoi"], p["item_id"]),
+    ):
+        d = p["decision"]
+        rows.append(
+            {
+                "partition_date": day,
+                "item_id": p["item_id"],
+                "aoi": p["aoi"],
+                "processing_baseline": d["processing_baseline"],
+                "boa_offset_applied_flag": d["boa_offset_applied_flag"],
+                "metadata_offset_present": d["metadata_offset_present"],
+                "pixel_verdict": d["pixel_verdict"],
+                "offset_dn": d["offset_dn"],
+                "decided_by": d["decided_by"],
+                "disagreement": d["disagreement"],
+                "valid_pixel_fraction": p["stats"]["valid_pixel_fraction"],
+                "cloud_fraction": p["stats"]["cloud_fraction"],
+                "shadow_fraction": p["stats"]["shadow_fraction"],
+                "decision": d,
+            }
+        )
+    return rows
 
 
-def _layer_values(store_res: ObjectStoreResource, product: dict[str, Any], name: str) -> np.ndarray:
-    layer = next(e for e in product["layers"] if e["product"] == name)
-    with rasterio.open(store_res.store().gdal_path(layer["key"])) as src:
-        return _finite(src.read(1))
+def _layer_key(product: dict[str, Any], name: str) -> str:
+    for layer in product["layers"]:
+        if layer["product"] == name:
+            return str(layer["key"])
+    raise PipelineError(f"product {product['item_id']}/{product['aoi']} has no {name!r} layer")
 
 
 def daily_stats_rows(
-    day: dt.date, products: list[dict[str, Any]], store_res: ObjectStoreResource
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    stats_rows: list[dict[str, Any]] = []
-    quality_rows: list[dict[str, Any]] = []
+    day: dt.date,
+    products: list[dict[str, Any]],
+    band_objects: list[dict[str, Any]],
+    aois: dict[str, BaseGeometry],
+    store: ObjectStore,
+    block_pixels: int,
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """``daily_aoi_stats`` rows (one per AOI, over the day's mosaic:
+    :mod:`geospatial_pipeline.raster.stats`) and the observed pixels per AOI."""
+    scl_keys = {
+        (o["item_id"], o["aoi"]): o["key"] for o in band_objects if o["band"] == "scl" and o["key"]
+    }
     scenes = [p for p in products if p["item_id"] != COMPOSITE_ID]
+    composites = {p["aoi"]: p for p in products if p["item_id"] == COMPOSITE_ID}
+    rows: list[dict[str, Any]] = []
+    observed: dict[str, int] = {}
     for aoi in sorted({p["aoi"] for p in scenes}):
-        mine = [p for p in scenes if p["aoi"] == aoi]
-        data = sum(p["stats"]["pixels_with_data"] for p in mine)
-        ndvi = np.concatenate([_layer_values(store_res, p, "ndvi") for p in mine])
-        ndwi = np.concatenate([_layer_values(store_res, p, "ndwi") for p in mine])
-
-        def share(key: str, rows: list[dict[str, Any]] = mine, total: int = data) -> float | None:
-            if not total:
-                return None
-            return sum(p["stats"][key] * p["stats"]["pixels_with_data"] for p in rows) / total
-
-        def stat(values: np.ndarray, fn: Any) -> float | None:
-            return float(fn(values)) if values.size else None
-
-        stats_rows.append(
+        mine = sorted((p for p in scenes if p["aoi"] == aoi), key=lambda p: p["item_id"])
+        if aoi not in aois:
+            raise PipelineError(f"AOI {aoi!r} has products but is not configured (scope.aois)")
+        if aoi not in composites:
+            raise PipelineError(
+                f"AOI {aoi!r} has no {COMPOSITE_ID} product in the products manifest"
+            )
+        missing = [p["item_id"] for p in mine if (p["item_id"], aoi) not in scl_keys]
+        if missing:
+            raise PipelineError(f"AOI {aoi!r}: no ingested scl object for item(s) {missing}")
+        composite = store.gdal_path(_layer_key(composites[aoi], "ndvi_median"))
+        sources = [
+            SceneSources(
+                item_id=p["item_id"],
+                red=store.gdal_path(_layer_key(p, "red")),
+                ndwi=store.gdal_path(_layer_key(p, "ndwi")),
+                scl=store.gdal_path(scl_keys[(p["item_id"], aoi)]),
+            )
+            for p in mine
+        ]
+        width = grid_of(composite).width
+        stats = daily_aoi_stats(
+            aois[aoi], sources, composite, block_rows=strip_rows(block_pixels, width)
+        )
+        observed[aoi] = stats.pixels_observed
+        rows.append(
             {
                 "partition_date": day,
                 "aoi": aoi,
-                "scenes_used": len(mine),
-                "pixels_in_aoi": max(p["stats"]["pixels_in_aoi"] for p in mine),
-                "valid_pixel_fraction": share("valid_pixel_fraction"),
-                "cloud_fraction": share("cloud_fraction"),
-                "shadow_fraction": share("shadow_fraction"),
-                "ndvi_mean": stat(ndvi, np.mean),
-                "ndvi_median": stat(ndvi, np.median),
-                "ndvi_p10": stat(ndvi, lambda v: np.percentile(v, 10)),
-                "ndvi_p90": stat(ndvi, lambda v: np.percentile(v, 90)),
-                "ndwi_mean": stat(ndwi, np.mean),
+                **stats.row(),
                 "offset_decisions": [{"item_id": p["item_id"], **p["decision"]} for p in mine],
             }
         )
-        for p in mine:
-            d = p["decision"]
-            quality_rows.append(
-                {
-                    "partition_date": day,
-                    "item_id": p["item_id"],
-                    "aoi": aoi,
-                    "processing_baseline": d["processing_baseline"],
-                    "boa_offset_applied_flag": d["boa_offset_applied_flag"],
-                    "metadata_offset_present": d["metadata_offset_present"],
-                    "pixel_verdict": d["pixel_verdict"],
-                    "offset_dn": d["offset_dn"],
-                    "decided_by": d["decided_by"],
-                    "disagreement": d["disagreement"],
-                    "valid_pixel_fraction": p["stats"]["valid_pixel_fraction"],
-                    "cloud_fraction": p["stats"]["cloud_fraction"],
-                    "shadow_fraction": p["stats"]["shadow_fraction"],
-                    "decision": d,
-                }
-            )
-    return stats_rows, quality_rows
+    return rows, observed
 
 
 def product_rows(day: dt.date, products: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -141,27 +166,42 @@ def build_datamart_assets(
         group_name="datamart",
         kinds={warehouse_kind, "table"},
         description=(
-            "Per AOI and day: scenes used, valid/cloud/shadow fractions from SCL, NDVI "
-            "mean/median/p10/p90, NDWI mean and the offset decisions; plus the per-scene "
-            "table scene_quality (offset decision by metadata and by pixels)."
+            "Per AOI and day, over one mosaic (each AOI pixel counted once where scenes "
+            "overlap): scenes used, valid/cloud/shadow fractions from SCL, NDVI "
+            "mean/median/p10/p90 of the daily composite, NDWI mean and the offset "
+            "decisions; plus the per-scene table scene_quality (offset decision by metadata "
+            "and by pixels)."
         ),
     )
     def daily_aoi_stats(
         context: AssetExecutionContext,
         stac: StacSearchResource,
+        scope: ScopeResource,
         object_store: ObjectStoreResource,
         warehouse: WarehouseResource,
+        transform: TransformResource,
     ) -> MaterializeResult:
         day = partition_day(context.partition_key)
         manifest = load_products_manifest(object_store, stac.collection, context.partition_key)
+        ingested = load_manifest(object_store, stac.collection, context.partition_key)
+        aois = {a.name: a.shape for a in scope.aoi_configs()}
         with gdal_env(object_store.gdal_options(), object_store.gdal_session()):
-            stats, quality = daily_stats_rows(day, manifest["products"], object_store)
+            stats, observed = daily_stats_rows(
+                day,
+                manifest["products"],
+                ingested["objects"],
+                aois,
+                object_store.store(),
+                transform.block_pixels,
+            )
+        quality = scene_quality_rows(day, manifest["products"])
         written = warehouse.replace_partition(DAILY_AOI_STATS, day, stats)
         warehouse.replace_partition(SCENE_QUALITY, day, quality)
         return MaterializeResult(
             metadata={
                 "rows": written,
                 "scene_quality_rows": len(quality),
+                "pixels_observed": MetadataValue.json(observed),
                 "tables": f"{DAILY_AOI_STATS.name}, {SCENE_QUALITY.name}",
                 "warehouse": warehouse.describe(),
                 "preview": MetadataValue.md(
