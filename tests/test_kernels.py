@@ -22,6 +22,8 @@ from geospatial_pipeline.raster.grid import Grid, aoi_mask
 from geospatial_pipeline.raster.reflectance import (
     BOA_OFFSET_DN,
     DARK_SCL_CLASSES,
+    EVIDENCE_SCL_CLASSES,
+    NEGATIVE_OK_SCL_CLASSES,
     normalized_difference,
     to_reflectance,
 )
@@ -81,21 +83,22 @@ def _reference(
     layers = {b: to_reflectance(dn, valid, offset_dn, scale) for b, dn in dns.items()}
     layers["ndvi"] = normalized_difference(layers["nir"], layers["red"])
     layers["ndwi"] = normalized_difference(layers["green"], layers["nir"])
-    positive = [dn[valid] for dn in dns.values()]
+    # Offset evidence: red, green and NIR of land pixels; the floor: red of vegetation.
+    land = valid & np.isin(scl, EVIDENCE_SCL_CLASSES)
+    positive = [dns[b][land] for b in ("red", "green", "nir")]
     dark = valid & np.isin(scl, DARK_SCL_CLASSES)
-    hist = np.zeros(K.HIST_BINS, dtype=np.int64)
-    for band in ("red", "blue"):
-        if band in dns:
-            values = dns[band][dark]
-            values = values[values > 0]
-            hist += np.bincount(np.rint(values).astype(np.int64), minlength=K.HIST_BINS)
+    values = dns["red"][dark]
+    values = values[values > 0]
+    hist = np.bincount(np.rint(values).astype(np.int64), minlength=K.HIST_BINS)
+    gated = valid & ~np.isin(scl, NEGATIVE_OK_SCL_CLASSES)
     counts = np.zeros(K.N_COUNTS, dtype=np.int64)
     counts[K.C_INSIDE] = inside.sum()
     counts[K.C_DATA] = has.sum()
     counts[K.C_VALID] = valid.sum()
     counts[K.C_CLOUD] = (has & np.isin(scl, CLOUD_SCL)).sum()
     counts[K.C_SHADOW] = (has & np.isin(scl, SHADOW_SCL)).sum()
-    counts[K.C_NEGATIVE] = sum(int((layers[b][valid] < 0).sum()) for b in dns)
+    counts[K.C_NEGATIVE] = sum(int((layers[b][gated] < 0).sum()) for b in dns)
+    counts[K.C_GATED] = gated.sum()
     counts[K.C_POSITIVE] = sum(int((v > 0).sum()) for v in positive)
     counts[K.C_BELOW] = sum(int(((v > 0) & (v < BOA_OFFSET_DN)).sum()) for v in positive)
     return {"layers": layers, "valid": valid, "hist": hist, "counts": counts}
@@ -124,7 +127,14 @@ def _run(
         scl[0],
         np.array(scl[1:3], dtype=np.int64),
         scl[3],
-        K.class_flags(DEFAULT_INVALID_SCL, CLOUD_SCL, SHADOW_SCL, DARK_SCL_CLASSES),
+        K.class_flags(
+            DEFAULT_INVALID_SCL,
+            CLOUD_SCL,
+            SHADOW_SCL,
+            EVIDENCE_SCL_CLASSES,
+            DARK_SCL_CLASSES,
+            NEGATIVE_OK_SCL_CLASSES,
+        ),
         _spans(inside),
         np.float32(offset_dn),
         np.float32(1e-4),
@@ -194,6 +204,8 @@ def test_scene_pass_equals_numpy_definition(dtype: str, has_blue: bool, offset_d
     got = _run(s["placed"], s["scl"], s["inside"], offset_dn)
     want = _reference(s["grid_dns"], s["grid_scl"], s["inside"], offset_dn, 1e-4)
     assert want["counts"][K.C_VALID] > 100 and want["hist"].sum() > 10  # not vacuous
+    assert 0 < want["counts"][K.C_GATED] < want["counts"][K.C_VALID]
+    assert 0 < want["counts"][K.C_BELOW] < want["counts"][K.C_POSITIVE]
     assert want["counts"][K.C_NEGATIVE] > 0 if offset_dn else True
     _assert_same(got, want)
 
@@ -204,7 +216,7 @@ def test_evidence_only_pass_leaves_layers_alone() -> None:
     want = _reference(s["grid_dns"], s["grid_scl"], s["inside"], 0, 1e-4)
     np.testing.assert_array_equal(got["valid"], want["valid"])
     np.testing.assert_array_equal(got["hist"], want["hist"])
-    for slot in (K.C_DATA, K.C_VALID, K.C_CLOUD, K.C_POSITIVE, K.C_BELOW):
+    for slot in (K.C_DATA, K.C_VALID, K.C_CLOUD, K.C_GATED, K.C_POSITIVE, K.C_BELOW):
         assert got["counts"][slot] == want["counts"][slot]
     assert got["counts"][K.C_NEGATIVE] == 0  # needs the layers
     assert (got["layers"]["red"] == -7.0).all()
@@ -261,7 +273,7 @@ def test_transform_raw_second_pass_when_pixels_overrule_metadata() -> None:
     np.testing.assert_array_equal(scene.valid, want["valid"])
     for name, array in want["layers"].items():
         np.testing.assert_array_equal(scene.layers[name], array, err_msg=name)
-    negative = want["counts"][K.C_NEGATIVE] / (want["counts"][K.C_VALID] * 4)
+    negative = want["counts"][K.C_NEGATIVE] / (want["counts"][K.C_GATED] * 4)
     assert scene.stats["negative_reflectance_share"] == pytest.approx(negative)
 
 

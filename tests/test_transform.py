@@ -369,15 +369,18 @@ def test_pixels_overrule_metadata_offset_present_but_harmonized(
     )
     assert scene.stats["negative_reflectance_share"] == 0.0
 
-    # The documented pixel test: share of valid pixels (4 bands) below 1000 DN.
-    dns = [scene.layers[b][scene.valid] / 1e-4 for b in ("red", "green", "blue", "nir")]
+    # The documented pixel test: share of the red, green and NIR values of valid land
+    # pixels (SCL 4, 5; here vegetation only) below 1000 DN. Water is not evidence.
+    land = scene.valid & np.isin(scl, (4, 5))
+    dns = [scene.layers[b][land] / 1e-4 for b in ("red", "green", "nir")]
     below = float(np.mean(np.concatenate(dns) < BOA_OFFSET_DN))
     assert d.share_below_offset == pytest.approx(below, abs=1e-5)
+    assert d.evidence_values == sum(v.size for v in dns)
     assert below > 0.5 > ABSENT_SHARE
     # Following the metadata (removing 1000 DN) would have made exactly those negative.
     wrong = [to_reflectance(v, np.ones(v.shape, bool), BOA_OFFSET_DN) for v in dns]
     assert float(np.mean(np.concatenate(wrong) < 0)) == pytest.approx(below, abs=1e-5)
-    assert np.median(wrong[0][scl[scene.valid] == 4]) == pytest.approx(-0.07, abs=0.002)
+    assert np.median(wrong[0]) == pytest.approx(-0.07, abs=0.002)
 
 
 def test_pixels_overrule_metadata_offset_absent_but_carried(write_raster: WriteRaster) -> None:

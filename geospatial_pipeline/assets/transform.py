@@ -164,7 +164,8 @@ def build_transform_assets(partitions: DailyPartitionsDefinition) -> list[Assets
                 asset=ANALYSIS_READY,
                 blocking=True,
                 description="Reflectance in [-0.2, 2], indices in [-1, 1], "
-                "negative-reflectance share bounded.",
+                "negative-reflectance share bounded (water, dark-area and shadow pixels, "
+                "where negative reflectance is physical, not counted).",
             ),
             AssetCheckSpec(
                 "valid_pixel_fraction",

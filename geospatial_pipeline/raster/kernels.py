@@ -45,12 +45,24 @@ F_NO_DATA = np.uint8(1)  # SCL 0
 F_INVALID = np.uint8(2)  # masked out (configurable classes)
 F_CLOUD = np.uint8(4)
 F_SHADOW = np.uint8(8)
-F_DARK = np.uint8(16)  # dark surfaces for the offset test (vegetation, water)
+F_LAND = np.uint8(16)  # the offset test's evidence (red, green, NIR below the offset)
+F_DARK = np.uint8(32)  # the offset test's dark floor (red histogram)
+F_NEGATIVE_OK = np.uint8(64)  # negative reflectance is physical: not in the quality gate
 
 # Output layer order and counter slots.
 LAYERS = ("red", "green", "blue", "nir", "ndvi", "ndwi")
-C_INSIDE, C_DATA, C_VALID, C_CLOUD, C_SHADOW, C_NEGATIVE, C_POSITIVE, C_BELOW = range(8)
-N_COUNTS = 8
+(
+    C_INSIDE,
+    C_DATA,
+    C_VALID,
+    C_CLOUD,
+    C_SHADOW,
+    C_NEGATIVE,  # negative reflectance values of gated pixels (not F_NEGATIVE_OK)
+    C_GATED,  # valid pixels not F_NEGATIVE_OK
+    C_POSITIVE,  # positive red, green, NIR DNs of valid F_LAND pixels
+    C_BELOW,  # of them below the offset
+) = range(9)
+N_COUNTS = 9
 HIST_BINS = 65536
 
 
@@ -58,13 +70,21 @@ def class_flags(
     invalid: tuple[int, ...],
     cloud: tuple[int, ...],
     shadow: tuple[int, ...],
+    land: tuple[int, ...],
     dark: tuple[int, ...],
+    negative_ok: tuple[int, ...],
 ) -> np.ndarray:
     table = np.zeros(256, dtype=np.uint8)
     table[0] |= F_NO_DATA
-    for classes, flag in ((invalid, F_INVALID), (cloud, F_CLOUD), (shadow, F_SHADOW)):
+    for classes, flag in (
+        (invalid, F_INVALID),
+        (cloud, F_CLOUD),
+        (shadow, F_SHADOW),
+        (land, F_LAND),
+        (dark, F_DARK),
+        (negative_ok, F_NEGATIVE_OK),
+    ):
         table[list(classes)] |= flag
-    table[list(dark)] |= F_DARK
     return table
 
 
@@ -107,25 +127,27 @@ def _pixel(f, inside, x0, x1, x2, x3, nodata, has_blue):  # type: ignore[no-unty
 
 @njit(nogil=True, inline="always")
 def _tally(tally, f, inside, x0, x1, x2, x3, nodata, has_blue, below_dn):  # type: ignore[no-untyped-def]
-    """One pixel's (has data, valid) and ``tally`` plus its counts: (data, valid, cloud,
-    shadow, positive DNs, DNs below the offset), branch-free so loops vectorize."""
+    """One pixel's (valid, gated) and ``tally`` plus its counts: (data, valid, cloud,
+    shadow, gated, positive land DNs, land DNs below the offset), branch-free so loops
+    vectorize. The offset evidence leaves blue out (``reflectance`` says why)."""
     has, ok = _pixel(f, inside, x0, x1, x2, x3, nodata, has_blue)
-    p0, p1, p3 = ok & (x0 > 0), ok & (x1 > 0), ok & (x3 > 0)
-    p2 = ok & (x2 > 0) & has_blue
-    below = (
-        (p0 & (x0 < below_dn))
-        + (p1 & (x1 < below_dn))
-        + (p2 & (x2 < below_dn))
-        + (p3 & (x3 < below_dn))
-    )
-    data, valid, cloud, shadow, pos, below_total = tally
-    return ok, (
-        data + has,
-        valid + ok,
-        cloud + (has & ((f & F_CLOUD) != 0)),
-        shadow + (has & ((f & F_SHADOW) != 0)),
-        pos + p0 + p1 + p2 + p3,
-        below_total + below,
+    land = ok & ((f & F_LAND) != 0)
+    p0, p1, p3 = land & (x0 > 0), land & (x1 > 0), land & (x3 > 0)
+    below = (p0 & (x0 < below_dn)) + (p1 & (x1 < below_dn)) + (p3 & (x3 < below_dn))
+    gated = ok & ((f & F_NEGATIVE_OK) == 0)
+    data, valid, cloud, shadow, gated_total, pos, below_total = tally
+    return (
+        ok,
+        gated,
+        (
+            data + has,
+            valid + ok,
+            cloud + (has & ((f & F_CLOUD) != 0)),
+            shadow + (has & ((f & F_SHADOW) != 0)),
+            gated_total + gated,
+            pos + p0 + p1 + p3,
+            below_total + below,
+        ),
     )
 
 
@@ -150,7 +172,7 @@ def scene_pass(  # type: ignore[no-untyped-def]
     evidence,  # fill ``hist`` with the dark-surface DNs
     out,  # float32 (6, H, W) in LAYERS order; unused when not ``write``
     valid_out,  # bool (H, W)
-    hist,  # int64 (65536,): dark-surface DNs of the red and blue bands
+    hist,  # int64 (65536,): red DNs of valid F_DARK pixels
     counts,  # int64 (N_COUNTS,)
 ):
     height, width = valid_out.shape
@@ -168,7 +190,7 @@ def scene_pass(  # type: ignore[no-untyped-def]
     ins = np.empty(width, dtype=np.bool_)
     last_scl_row = -2
     n_inside = n_negative = 0
-    tally = (0, 0, 0, 0, 0, 0)  # data, valid, cloud, shadow, positive, below (_tally)
+    tally = (0, 0, 0, 0, 0, 0, 0)  # data, valid, cloud, shadow, gated, positive, below
 
     for r in range(height):
         i = (r - scl_origin[0]) // scl_k
@@ -217,17 +239,19 @@ def scene_pass(  # type: ignore[no-untyped-def]
             for c in range(hi - lo):
                 f = fl[c]
                 x0, x1, x2, x3 = rr[c], gg[c], bb[c], nn[c]
-                ok, tally = _tally(tally, f, ir[c], x0, x1, x2, x3, nodata, has_blue, below_dn)
+                ok, gated, tally = _tally(
+                    tally, f, ir[c], x0, x1, x2, x3, nodata, has_blue, below_dn
+                )
                 vr[c] = ok
                 red_ = (np.float32(x0) - offset_dn) * scale
                 green_ = (np.float32(x1) - offset_dn) * scale
                 blue_ = (np.float32(x2) - offset_dn) * scale
                 nir_ = (np.float32(x3) - offset_dn) * scale
                 n_negative += (
-                    (ok & (red_ < zero))
-                    + (ok & (green_ < zero))
-                    + (ok & (blue_ < zero) & has_blue)
-                    + (ok & (nir_ < zero))
+                    (gated & (red_ < zero))
+                    + (gated & (green_ < zero))
+                    + (gated & (blue_ < zero) & has_blue)
+                    + (gated & (nir_ < zero))
                 )
                 ndvi = (nir_ - red_) / (nir_ + red_)
                 ndwi = (green_ - nir_) / (green_ + nir_)
@@ -243,15 +267,12 @@ def scene_pass(  # type: ignore[no-untyped-def]
             for c in range(hi - lo):
                 f = fl[c]
                 x0, x1, x2, x3 = rr[c], gg[c], bb[c], nn[c]
-                ok, tally = _tally(tally, f, ir[c], x0, x1, x2, x3, nodata, has_blue, below_dn)
+                ok, _, tally = _tally(tally, f, ir[c], x0, x1, x2, x3, nodata, has_blue, below_dn)
                 vr[c] = ok
         if evidence:
             for c in range(hi - lo):  # a scatter: scalar, dark valid pixels only
-                if vr[c] and fl[c] & F_DARK:
-                    if rr[c] > 0:
-                        hist[_bin(rr[c])] += 1
-                    if has_blue and bb[c] > 0:
-                        hist[_bin(bb[c])] += 1
+                if vr[c] and fl[c] & F_DARK and rr[c] > 0:
+                    hist[_bin(rr[c])] += 1
 
     counts[C_INSIDE] += n_inside
     counts[C_DATA] += tally[0]
@@ -259,8 +280,9 @@ def scene_pass(  # type: ignore[no-untyped-def]
     counts[C_CLOUD] += tally[2]
     counts[C_SHADOW] += tally[3]
     counts[C_NEGATIVE] += n_negative
-    counts[C_POSITIVE] += tally[4]
-    counts[C_BELOW] += tally[5]
+    counts[C_GATED] += tally[4]
+    counts[C_POSITIVE] += tally[5]
+    counts[C_BELOW] += tally[6]
 
 
 @njit(nogil=True)

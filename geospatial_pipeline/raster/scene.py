@@ -26,6 +26,7 @@ from geospatial_pipeline.raster.kernels import (
     C_BELOW,
     C_CLOUD,
     C_DATA,
+    C_GATED,
     C_INSIDE,
     C_NEGATIVE,
     C_POSITIVE,
@@ -42,6 +43,8 @@ from geospatial_pipeline.raster.reflectance import (
     BOA_OFFSET_DN,
     DARK_SCL_CLASSES,
     DEFAULT_SCALE,
+    EVIDENCE_SCL_CLASSES,
+    NEGATIVE_OK_SCL_CLASSES,
     OffsetDecision,
     OffsetEvidence,
     decide_from_evidence,
@@ -173,7 +176,14 @@ class _Kernel:
             resampling=Resampling.nearest,
             max_k=64,
         )
-        self.flags = class_flags(settings.invalid_scl, CLOUD_SCL, SHADOW_SCL, DARK_SCL_CLASSES)
+        self.flags = class_flags(
+            settings.invalid_scl,
+            CLOUD_SCL,
+            SHADOW_SCL,
+            EVIDENCE_SCL_CLASSES,
+            DARK_SCL_CLASSES,
+            NEGATIVE_OK_SCL_CLASSES,
+        )
         if scl.array.dtype != np.uint8:  # the class table is indexed by the value
             nodata = scl.array == scl.nodata
             array = np.clip(scl.array, 0, 255).astype(np.uint8)
@@ -244,7 +254,10 @@ _NO_OUT = np.empty((len(KERNEL_LAYERS), 1, 1), dtype=np.float32)
 
 
 def _stats(counts: np.ndarray, bands: int) -> dict[str, Any]:
-    n_data, n_valid = int(counts[C_DATA]), int(counts[C_VALID])
+    """Pixel shares; the negative-reflectance share is over the values of the valid pixels
+    whose class cannot be negative (``NEGATIVE_OK_SCL_CLASSES`` left out): a wrong offset
+    shows there, while dark water legitimately goes below zero."""
+    n_data, n_valid, n_gated = int(counts[C_DATA]), int(counts[C_VALID]), int(counts[C_GATED])
     return {
         "pixels_in_aoi": int(counts[C_INSIDE]),
         "pixels_with_data": n_data,
@@ -252,9 +265,10 @@ def _stats(counts: np.ndarray, bands: int) -> dict[str, Any]:
         "valid_pixel_fraction": n_valid / n_data if n_data else 0.0,
         "cloud_fraction": int(counts[C_CLOUD]) / n_data if n_data else 0.0,
         "shadow_fraction": int(counts[C_SHADOW]) / n_data if n_data else 0.0,
-        "negative_reflectance_share": int(counts[C_NEGATIVE]) / (n_valid * bands)
-        if n_valid and bands
+        "negative_reflectance_share": int(counts[C_NEGATIVE]) / (n_gated * bands)
+        if n_gated and bands
         else 0.0,
+        "negative_reflectance_gated_pixels": n_gated,
     }
 
 
