@@ -12,7 +12,7 @@ from pyproj.database import query_utm_crs_info
 from shapely.geometry import MultiPolygon, Point, box
 
 from geospatial_pipeline.config import AoiConfig
-from geospatial_pipeline.raster.grid import aoi_grid, aoi_mask, grid_footprint
+from geospatial_pipeline.raster.grid import aoi_grid, aoi_mask, grid_footprint, stac_bbox
 
 Bounds = tuple[float, float, float, float]  # (west, south, east, north); west > east crosses 180°
 FIJI = (179.7, -17.2, -179.9, -17.0)  # mostly west of 180°
@@ -92,3 +92,13 @@ def test_footprint_of_an_antimeridian_grid_is_cut_at_180() -> None:
 def test_grid_refuses_a_crs_not_in_metres(crs: str) -> None:
     with pytest.raises(ValueError, match=r"^crs: .*resolution is in metres"):
         aoi_grid(box(*ZURICH), 10.0, crs)
+
+
+@pytest.mark.parametrize("bounds", [FIJI, ALEUTIANS, ZURICH], ids=["fiji", "aleutians", "zurich"])
+def test_product_bbox_is_west_over_east_across_180(bounds: Bounds) -> None:
+    footprint = grid_footprint(aoi_grid(_as_bbox(bounds).shape, 20.0))
+    west, south, east, north = stac_bbox(footprint)
+    # The grid is a UTM rectangle around the AOI: a little wider in degrees, never narrower.
+    assert (west, south, east, north) == pytest.approx(bounds, abs=0.02)
+    assert west <= bounds[0] and south <= bounds[1] and east >= bounds[2] and north >= bounds[3]
+    assert (west > east) == (bounds[0] > bounds[2])

@@ -95,6 +95,15 @@ def split_at_antimeridian(geom: BaseGeometry) -> BaseGeometry:
     return MultiPolygon(parts)
 
 
+def stac_bbox(geom: BaseGeometry) -> list[float]:
+    """The STAC/RFC 7946 bbox of an EPSG:4326 geometry: west > east when it crosses 180°
+    (the bounds of the cut parts would claim the whole band of longitudes)."""
+    minx, miny, maxx, maxy = unwrap_longitudes(geom).bounds
+    if maxx > 180.0:
+        maxx -= 360.0
+    return [minx, miny, maxx, maxy]
+
+
 def metric_crs_problem(crs: Any) -> str | None:
     """Why ``crs`` cannot carry a grid whose resolution is in metres, or None.
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from shapely.geometry import mapping
 
-from geospatial_pipeline.raster.grid import Grid, grid_footprint
+from geospatial_pipeline.raster.grid import Grid, grid_footprint, stac_bbox
 
 STAC_VERSION = "1.1.0"
 EXTENSIONS = {
@@ -91,7 +91,7 @@ def product_item(
         "stac_extensions": sorted(EXTENSIONS.values()),
         "id": item_id,
         "geometry": mapping(footprint),
-        "bbox": list(footprint.bounds),
+        "bbox": stac_bbox(footprint),
         "properties": {
             "datetime": acquired,
             "proj:code": grid.crs,
