@@ -30,6 +30,9 @@ def to_item_collection(day: DayItems, *, api_url: str, collection: str) -> dict[
                 {"item_id": s.item_id, "superseded_by": s.superseded_by} for s in day.superseded
             ],
             "dropped_over_limit": day.dropped_over_limit,
+            # Winners of the dedupe that the cloud filter then removed: their older twins
+            # must not come back, and the late sensor must know the run saw them.
+            "too_cloudy": day.too_cloudy,
             # Everything the search returned, kept or not, so the late-scene sensor can
             # tell a re-publication of a seen item from a new one.
             "seen": day.seen,
@@ -54,4 +57,5 @@ def from_item_collection(doc: dict[str, Any]) -> DayItems:
         filter_mode=meta["filter_mode"],
         matched=int(meta["matched"]),
         seen=dict(meta.get("seen", {})),
+        too_cloudy=list(meta.get("too_cloudy", [])),
     )
