@@ -35,6 +35,10 @@ from geospatial_pipeline.stac.hrefs import check_allowed_hosts
 
 CONFIG_ENV_VAR = "GEOSPATIAL_PIPELINE_CONFIG"
 SNOWFLAKE_PASSWORD_ENV_VAR = "SNOWFLAKE_PASSWORD"  # noqa: S105 - the variable's name, not a secret
+# Key-pair authentication, used instead of the password when the key is set (PEM, or its
+# base64); the passphrase only for an encrypted key. Names of variables, not secrets.
+SNOWFLAKE_PRIVATE_KEY_ENV_VAR = "SNOWFLAKE_PRIVATE_KEY"
+SNOWFLAKE_PRIVATE_KEY_PASSWORD_ENV_VAR = "SNOWFLAKE_PRIVATE_KEY_PASSWORD"  # noqa: S105
 EARTH_SEARCH_V1 = "https://earth-search.aws.element84.com/v1"
 
 # Data asset keys per known collection (Earth Search v1). Unknown collections accept any
@@ -442,10 +446,15 @@ def require_secrets(config: PipelineConfig, environ: dict[str, str] | None = Non
     """Fail early, naming the variable, when a secret the configuration needs is unset."""
     env = os.environ if environ is None else environ
     wh = config.warehouse
-    if isinstance(wh, SnowflakeWarehouseConfig) and not env.get(wh.password_env_var):
+    if (
+        isinstance(wh, SnowflakeWarehouseConfig)
+        and not env.get(wh.password_env_var)
+        and not env.get(SNOWFLAKE_PRIVATE_KEY_ENV_VAR)
+    ):
         raise ConfigError(
             f"warehouse.password_env_var: environment variable {wh.password_env_var} is not set "
-            "(the Snowflake password is read from the environment, never from the file)"
+            f"(nor {SNOWFLAKE_PRIVATE_KEY_ENV_VAR} for key-pair authentication; Snowflake "
+            "credentials are read from the environment, never from the file)"
         )
 
 

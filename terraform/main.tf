@@ -6,6 +6,8 @@ locals {
   # Service accounts the IRSA roles trust; the Helm values name the same ones.
   code_location_service_account = "geospatial-pipeline"
   dagster_service_account       = "dagster"
+  # The External Secrets Operator's SecretStore authenticates as this one (no pod runs it).
+  external_secrets_service_account = "geospatial-pipeline-secrets"
   # Everything the pipeline writes lives under s3://<data bucket>/<data_prefix>/.
   data_prefix = "sentinel2"
 
@@ -32,19 +34,15 @@ module "aws" {
   dagster_service_account       = local.dagster_service_account
   data_prefix                   = local.data_prefix
   tags                          = var.tags
+
+  external_secrets_service_account     = local.external_secrets_service_account
+  postgres_password_secret_arn         = var.postgres_password_secret_arn
+  postgres_password_secret_kms_key_arn = var.postgres_password_secret_kms_key_arn
 }
 
-# Secret values are read at apply time from Secrets Manager, never from files or tfvars.
-# The Snowflake entry is created by module.aws: put its value before the first full apply
-# (README, Deploy).
-data "aws_secretsmanager_secret_version" "snowflake" {
-  secret_id = module.aws.snowflake_secret_arn
-}
-
-data "aws_secretsmanager_secret_version" "postgres" {
-  secret_id = var.postgres_password_secret_arn
-}
-
+# Secrets never pass through Terraform: it creates the Snowflake entry (module.aws) and the
+# External Secrets objects naming the two entries (module.cluster); the operator reads the
+# values on the cluster. Nothing here reads a secret value, so none is in the plan or state.
 module "cluster" {
   source = "./modules/cluster"
 
@@ -59,7 +57,11 @@ module "cluster" {
   compute_logs_bucket    = module.aws.bucket_names["logs"]
   aws_region             = var.aws_region
   pipeline_config_yaml   = yamlencode(local.pipeline_config)
-  snowflake_password     = jsondecode(data.aws_secretsmanager_secret_version.snowflake.secret_string)["password"]
   postgres               = var.postgres
-  postgres_password      = jsondecode(data.aws_secretsmanager_secret_version.postgres.secret_string)["password"]
+  vpc_cidr               = module.aws.vpc_cidr
+
+  external_secrets_service_account = local.external_secrets_service_account
+  external_secrets_role_arn        = module.aws.external_secrets_role_arn
+  snowflake_secret_arn             = module.aws.snowflake_secret_arn
+  postgres_password_secret_arn     = var.postgres_password_secret_arn
 }

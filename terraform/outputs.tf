@@ -9,8 +9,13 @@ output "bucket_names" {
 }
 
 output "snowflake_secret_arn" {
-  description = "Put the Snowflake password here: {\"password\": \"...\"}."
+  description = "Put the Snowflake credentials here: {\"SNOWFLAKE_PASSWORD\": \"...\"} or {\"SNOWFLAKE_PRIVATE_KEY\": \"<PEM>\", \"SNOWFLAKE_PRIVATE_KEY_PASSWORD\": \"...\"}."
   value       = module.aws.snowflake_secret_arn
+}
+
+output "external_secrets_role_arn" {
+  description = "IRSA role the External Secrets Operator reads the two secret entries with."
+  value       = module.aws.external_secrets_role_arn
 }
 
 output "code_location_role_arn" {

@@ -50,8 +50,14 @@ variable "postgres" {
 }
 
 variable "postgres_password_secret_arn" {
-  description = "Existing Secrets Manager entry whose JSON has the PostgreSQL password under \"password\" (RDS-managed secrets have this shape)."
+  description = "Existing Secrets Manager entry whose JSON has the PostgreSQL password under \"password\" (RDS-managed secrets have this shape); read by the External Secrets Operator, never by Terraform."
   type        = string
+}
+
+variable "postgres_password_secret_kms_key_arn" {
+  description = "Customer-managed KMS key of that entry, if any; empty for the AWS-managed key (RDS's default)."
+  type        = string
+  default     = ""
 }
 
 variable "tags" {

@@ -1,8 +1,9 @@
 """checkov (static analysis of infrastructure code) over terraform/ and over the Kubernetes
 objects this deployment makes: the code server's Deployment, Service, ServiceAccount and
-NetworkPolicy (built from the Helm values as the chart's templates render them; there is
-no helm binary here) and a heavy step's Job (built by dagster-k8s from deploy/dagster.yaml,
-the chart's container context, the executor config and the op tags).
+NetworkPolicies (built from the Helm values as the chart's templates render them; there is
+no helm binary here), a run's Job (built by the run launcher of deploy/dagster.yaml) and a
+heavy step's Job (built by dagster-k8s from deploy/dagster.yaml, the chart's container
+context, the executor config and the op tags).
 
 No check may fail. Skips are documented: inline `#checkov:skip=ID:reason` in the Terraform,
 tools/deploy_checks/checkov.py:K8S_SKIPS for the Kubernetes objects.
@@ -27,7 +28,7 @@ from geospatial_pipeline.deployment import (
 )
 from tools.deploy_checks import checkov
 from tools.deploy_checks.helm import ENVIRONMENTS
-from tools.deploy_checks.k8s import code_server_manifests, step_job
+from tools.deploy_checks.k8s import code_server_manifests, run_job, step_job
 from tools.deploy_checks.terraform import TERRAFORM_DIR
 
 
@@ -47,6 +48,7 @@ def write_manifests(directory: Path, workdir: Path) -> None:
                 heavy_run_tags(),
                 workdir,
             ),
+            run_job(environment, heavy_run_tags(), workdir),
         ]
         (directory / f"{environment}.yaml").write_text(yaml.safe_dump_all(docs))
 
@@ -72,14 +74,17 @@ def test_checkov_finds_nothing_to_fix(tmp_path: Path) -> None:
     kubernetes = report.passed.get("kubernetes", set())
     kinds = {resource.split(".")[0] for _, resource, _ in kubernetes}
     assert {"Deployment", "Job", "ServiceAccount", "Service"} <= kinds
-    # The NetworkPolicy in the values selects the code server's and the step's pods.
+    # The NetworkPolicies in the values select the code server's and the step's pods
+    # (tests/test_deploy_security.py checks what they allow and deny).
     isolated = {
         resource.split(".")[2] for check, resource, _ in kubernetes if check == "CKV2_K8S_6"
     }
+    names = {name.split(".app.")[0] for name in isolated}
     assert {
         "dagster-step-band-rasters",
         "geospatial-pipeline-dagster-user-deployments-geospatial-pipeline",
-    } <= {name.split(".app.")[0] for name in isolated}
+    } <= names
+    assert any(name.startswith("dagster-run-") for name in names), names
     # Every Terraform skip says why.
     for check in report.skipped:
         assert len(check["check_result"].get("suppress_comment", "")) > 20, check["check_id"]

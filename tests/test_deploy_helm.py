@@ -163,7 +163,8 @@ def test_dagster_release(environment: str) -> None:
     assert logs["config"]["s3ComputeLogManager"]["bucket"] == "acme-geospatial-prod-logs"
     assert logs["config"]["s3ComputeLogManager"]["localDir"].startswith("/tmp/")
 
-    # Secrets: Terraform writes the PostgreSQL one, the chart must not generate another.
+    # Secrets: the External Secrets Operator writes the PostgreSQL one (Terraform names it,
+    # never holds it), the chart must not generate another.
     assert values["generatePostgresqlPasswordSecret"] is False
     assert values["global"]["postgresqlSecretName"] == names["postgres_secret"]
     assert values["serviceAccount"]["name"] == root_locals()["dagster_service_account"]

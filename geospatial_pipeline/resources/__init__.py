@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from dagster import EnvVar
 from dagster_duckdb import DuckDBResource
 from dagster_snowflake import SnowflakeResource
 
@@ -21,6 +20,7 @@ from geospatial_pipeline.resources.warehouse import (
     DuckDBWarehouse,
     SnowflakeWarehouse,
     WarehouseResource,
+    snowflake_auth,
 )
 
 
@@ -33,7 +33,7 @@ def build_warehouse(config: PipelineConfig) -> WarehouseResource:
         snowflake=SnowflakeResource(
             account=wh.account,
             user=wh.user,
-            password=EnvVar(wh.password_env_var),
+            **snowflake_auth(wh.password_env_var),
             database=wh.database,
             schema=wh.schema_name,
             warehouse=wh.warehouse,

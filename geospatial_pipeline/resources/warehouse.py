@@ -8,17 +8,22 @@ production.
 from __future__ import annotations
 
 import datetime
+import os
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, closing, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypedDict, TypeVar
 
-from dagster import ConfigurableResource, get_dagster_logger
+from dagster import ConfigurableResource, EnvVar, get_dagster_logger
 from dagster_duckdb import DuckDBResource
 from dagster_snowflake import SnowflakeResource
 
+from geospatial_pipeline.config import (
+    SNOWFLAKE_PRIVATE_KEY_ENV_VAR,
+    SNOWFLAKE_PRIVATE_KEY_PASSWORD_ENV_VAR,
+)
 from geospatial_pipeline.errors import WarehouseError
 from geospatial_pipeline.warehouse import sql
 from geospatial_pipeline.warehouse.tables import ColumnType, Table, decode_row, encode_rows
@@ -280,17 +285,50 @@ class DuckDBWarehouse(WarehouseResource):
         return work
 
 
+class SnowflakeAuth(TypedDict, total=False):
+    """``SnowflakeResource`` authentication fields (each an ``EnvVar``, a ``str``)."""
+
+    password: str
+    private_key: str
+    private_key_password: str
+
+
+def snowflake_auth(
+    password_env_var: str, environ: Mapping[str, str] | None = None
+) -> SnowflakeAuth:
+    """The authentication fields of a ``SnowflakeResource``, as ``EnvVar`` references.
+
+    Key-pair authentication when ``SNOWFLAKE_PRIVATE_KEY`` is set (with
+    ``SNOWFLAKE_PRIVATE_KEY_PASSWORD`` when that is set too, for an encrypted key), the
+    password in ``password_env_var`` otherwise. Only the variables' names are decided here:
+    Dagster reads the values when it initialises the resource in the process that connects,
+    so no credential is part of the definitions, the run config or the resource's repr.
+    """
+    env = os.environ if environ is None else environ
+    if env.get(SNOWFLAKE_PRIVATE_KEY_ENV_VAR):
+        auth: SnowflakeAuth = {"private_key": EnvVar(SNOWFLAKE_PRIVATE_KEY_ENV_VAR)}
+        if env.get(SNOWFLAKE_PRIVATE_KEY_PASSWORD_ENV_VAR):
+            auth["private_key_password"] = EnvVar(SNOWFLAKE_PRIVATE_KEY_PASSWORD_ENV_VAR)
+        return auth
+    return {"password": EnvVar(password_env_var)}
+
+
 class SnowflakeWarehouse(WarehouseResource):
     """Scene metadata in Snowflake through ``dagster_snowflake.SnowflakeResource``.
 
     The nested resource must use the default ``snowflake.connector`` connector (write_pandas
-    needs it). Build it with ``password=EnvVar("SNOWFLAKE_PASSWORD")`` (or key-pair auth) where
-    the definitions are assembled; nothing here reads or logs credentials.
+    needs it). Build it with the ``EnvVar`` fields of :func:`snowflake_auth` (password or
+    key pair) where the definitions are assembled; nothing here reads or logs credentials.
     """
 
     snowflake: SnowflakeResource
 
     _dialect: ClassVar[sql.Dialect] = "snowflake"
+
+    def __repr_args__(self) -> Any:
+        # Once Dagster has initialised the resource, the nested SnowflakeResource holds the
+        # resolved password or private key: the default repr (and str) would print it.
+        yield "snowflake", self.describe()
 
     def describe(self) -> str:
         database = self.snowflake.database or "<default database>"

@@ -23,8 +23,10 @@ K8S_SKIPS: dict[str, str] = {
     "stale code and avoids one registry pull per step pod.",
     "CKV_K8S_43": "Same guarantee as a digest: ECR refuses to re-point a tag, and the tag "
     "is the release version deployed by Terraform.",
-    "CKV_K8S_35": "SNOWFLAKE_PASSWORD is read from the environment by design (dagster "
-    "EnvVar) and the chart injects DAGSTER_PG_PASSWORD as an env var from its Secret.",
+    "CKV_K8S_35": "The Snowflake credentials (SNOWFLAKE_PASSWORD or SNOWFLAKE_PRIVATE_KEY) "
+    "are read from the environment by design (dagster EnvVar) and the chart injects "
+    "DAGSTER_PG_PASSWORD as an env var from its Secret; both Secrets are written by the "
+    "External Secrets Operator, never by Terraform.",
     "CKV_K8S_38": "The code server and run pods call the Kubernetes API (they launch the "
     "run and step jobs): they need their service account token.",
 }

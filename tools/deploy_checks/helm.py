@@ -41,6 +41,7 @@ SAMPLE_TEMPLATE_VARS: dict[str, str] = {
     "postgres_host": "dagster-prod.cluster-abcdefghijkl.eu-west-1.rds.amazonaws.com",
     "postgres_username": "dagster",
     "postgres_database": "dagster",
+    "vpc_cidr": "10.20.0.0/16",
 }
 
 # Terraform template syntax: ${name} interpolates, $${ is a literal "${", %{ starts a

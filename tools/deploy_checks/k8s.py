@@ -9,17 +9,21 @@ production instance: what checkov scans and what the executor test inspects.
   the container context the chart hands to runs (its k8sContainerContext helper), the
   k8s_job_executor config and the op tags, merged in the order K8sStepHandler merges them,
   then ``construct_dagster_k8s_job``.
+- A run pod's Job, built by that run launcher's own ``launch_run`` (the Kubernetes API
+  call is replaced by one that keeps the Job).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
-from dagster import DagsterRun
+from dagster import DagsterInstance, DagsterRun
 from dagster._core.code_pointer import ModuleCodePointer
+from dagster._core.launcher import LaunchRunContext
 from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
 from dagster._core.test_utils import instance_for_test
 from dagster_k8s import K8sRunLauncher
@@ -38,6 +42,8 @@ NAMESPACE = "dagster"  # terraform/variables.tf default
 USER_RELEASE = "geospatial-pipeline"  # helm_release.user_deployments name
 USER_CHART = "dagster-user-deployments"
 PRODUCTION_INSTANCE = REPO / "deploy" / "dagster.yaml"
+# The key of the PostgreSQL password in global.postgresqlSecretName, as the charts read it.
+POSTGRES_PASSWORD_KEY = "postgresql-password"  # noqa: S105 - a key name, not a secret
 
 
 def user_fullname() -> str:
@@ -82,7 +88,7 @@ def code_server_manifests(environment: str) -> list[dict[str, Any]]:
                 "valueFrom": {
                     "secretKeyRef": {
                         "name": values["global"]["postgresqlSecretName"],
-                        "key": "postgresql-password",
+                        "key": POSTGRES_PASSWORD_KEY,
                     }
                 },
             },
@@ -208,17 +214,9 @@ def write_kubeconfig(path: Path) -> Path:
     return path
 
 
-def step_job(
-    environment: str,
-    step_key: str,
-    op_tags: Mapping[str, str],
-    executor_config: Mapping[str, Any],
-    run_tags: Mapping[str, str],
-    workdir: Path,
-) -> dict[str, Any]:
-    """The Kubernetes Job k8s_job_executor would create for ``step_key``, as a dict."""
-    values = merged_values("user-deployments", environment)
-    (deployment,) = values["deployments"]
+@contextmanager
+def _production_launcher(workdir: Path) -> Iterator[tuple[DagsterInstance, K8sRunLauncher]]:
+    """A test instance whose run launcher is deploy/dagster.yaml's."""
     launcher_config = production_run_launcher_config(write_kubeconfig(workdir / "kubeconfig"))
     (workdir / "home").mkdir(exist_ok=True)
     with instance_for_test(
@@ -233,18 +231,59 @@ def step_job(
     ) as instance:
         launcher = instance.run_launcher
         assert isinstance(launcher, K8sRunLauncher)
-        origin = JobPythonOrigin(
-            "ingest_daily",
-            RepositoryPythonOrigin(
-                executable_path="/opt/venv/bin/python",
-                code_pointer=ModuleCodePointer(
-                    "geospatial_pipeline.definitions", "defs", working_directory=None
-                ),
-                container_image=image(deployment),
-                container_context=chart_container_context(environment),
+        yield instance, launcher
+
+
+def _ingest_run(environment: str, run_tags: Mapping[str, str]) -> DagsterRun:
+    """A run of ingest_daily as the code location submits it (its container context)."""
+    (deployment,) = merged_values("user-deployments", environment)["deployments"]
+    origin = JobPythonOrigin(
+        "ingest_daily",
+        RepositoryPythonOrigin(
+            executable_path="/opt/venv/bin/python",
+            code_pointer=ModuleCodePointer(
+                "geospatial_pipeline.definitions", "defs", working_directory=None
             ),
-        )
-        run = DagsterRun(job_name="ingest_daily", tags=dict(run_tags), job_code_origin=origin)
+            container_image=image(deployment),
+            container_context=chart_container_context(environment),
+        ),
+    )
+    return DagsterRun(job_name="ingest_daily", tags=dict(run_tags), job_code_origin=origin)
+
+
+def run_job(environment: str, run_tags: Mapping[str, str], workdir: Path) -> dict[str, Any]:
+    """The Kubernetes Job the production run launcher creates for a run, as a dict: its own
+    ``launch_run``, with the API call replaced by one that keeps the Job."""
+    submitted: list[Any] = []
+
+    class _KeepJob:
+        def create_namespaced_job(self, body: Any, namespace: str, **_: Any) -> None:
+            submitted.append((body, namespace))
+
+    with _production_launcher(workdir) as (instance, launcher):
+        run = instance.add_run(_ingest_run(environment, run_tags))
+        # No cluster here: the Job is kept instead of being submitted.
+        launcher._api_client.batch_api = _KeepJob()
+        launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+    ((job, namespace),) = submitted
+    manifest: dict[str, Any] = ApiClient().sanitize_for_serialization(job)
+    manifest["metadata"]["namespace"] = namespace
+    return manifest
+
+
+def step_job(
+    environment: str,
+    step_key: str,
+    op_tags: Mapping[str, str],
+    executor_config: Mapping[str, Any],
+    run_tags: Mapping[str, str],
+    workdir: Path,
+) -> dict[str, Any]:
+    """The Kubernetes Job k8s_job_executor would create for ``step_key``, as a dict."""
+    values = merged_values("user-deployments", environment)
+    (deployment,) = values["deployments"]
+    with _production_launcher(workdir) as (_instance, launcher):
+        run = _ingest_run(environment, run_tags)
         # K8sStepHandler._get_container_context: run (launcher + code location), then the
         # executor's config, then the step's op tags.
         context = K8sContainerContext.create_for_run(run, launcher, include_run_tags=False)

@@ -1,5 +1,6 @@
 # AWS side of one environment: a KMS key, the S3 buckets, ECR, the IRSA roles and the
-# Snowflake secret. The EKS cluster and its OIDC provider already exist: looked up here.
+# Snowflake secret's entry (never its value). The EKS cluster and its OIDC provider already
+# exist: looked up here.
 
 data "aws_caller_identity" "current" {}
 data "aws_partition" "current" {}
@@ -11,6 +12,11 @@ data "aws_eks_cluster" "this" {
 
 data "aws_iam_openid_connect_provider" "this" {
   url = data.aws_eks_cluster.this.identity[0].oidc[0].issuer
+}
+
+# The cluster's VPC: the pods' egress policy lets PostgreSQL traffic reach it (RDS in prod).
+data "aws_vpc" "cluster" {
+  id = data.aws_eks_cluster.this.vpc_config[0].vpc_id
 }
 
 locals {
@@ -355,8 +361,9 @@ resource "aws_ecr_lifecycle_policy" "this" {
 # cluster's OIDC provider.
 data "aws_iam_policy_document" "irsa_trust" {
   for_each = {
-    code_location = var.code_location_service_account
-    dagster       = var.dagster_service_account
+    code_location    = var.code_location_service_account
+    dagster          = var.dagster_service_account
+    external_secrets = var.external_secrets_service_account
   }
   statement {
     actions = ["sts:AssumeRoleWithWebIdentity"]
@@ -489,13 +496,51 @@ resource "aws_iam_role_policy" "dagster" {
 
 # ------------------------------------------------------------------- Secrets Manager
 
-# The Snowflake credentials ({"password": "..."}). Terraform creates the entry, never the
-# value: an operator puts it (README, Deploy), so it is in no file and no plan.
+# The Snowflake credentials, as JSON whose keys are the environment variables the code
+# location reads: {"SNOWFLAKE_PASSWORD": "..."} or, for key-pair authentication,
+# {"SNOWFLAKE_PRIVATE_KEY": "<PEM>", "SNOWFLAKE_PRIVATE_KEY_PASSWORD": "..."}. Terraform
+# creates the entry only: an operator puts the value (README, Deploy) and the External
+# Secrets Operator copies it into the cluster, so it is in no file, plan or state.
 resource "aws_secretsmanager_secret" "snowflake" {
-  #checkov:skip=CKV2_AWS_57:The Snowflake password is rotated in Snowflake by its administrators (no rotation Lambda can change it there); the entry is updated with put-secret-value.
+  #checkov:skip=CKV2_AWS_57:The Snowflake credentials are rotated in Snowflake by its administrators (no rotation Lambda can change them there); the entry is updated with put-secret-value and ESO refreshes the cluster's copy.
   name                    = "${var.name}/${var.environment}/snowflake"
-  description             = "Snowflake credentials of ${local.prefix} (JSON: password)"
+  description             = "Snowflake credentials of ${local.prefix} (JSON: SNOWFLAKE_PASSWORD, or SNOWFLAKE_PRIVATE_KEY [+ SNOWFLAKE_PRIVATE_KEY_PASSWORD])"
   kms_key_id              = aws_kms_key.this.arn
   recovery_window_in_days = 7
   tags                    = local.tags
+}
+
+# The External Secrets Operator reads the two secret entries of this environment with this
+# role (IRSA, through the SecretStore's service account), and nothing else: Terraform
+# itself never reads a secret value.
+resource "aws_iam_role" "external_secrets" {
+  name                 = "${local.prefix}-external-secrets"
+  description          = "IRSA role of ${var.namespace}/${var.external_secrets_service_account} (External Secrets Operator)"
+  assume_role_policy   = data.aws_iam_policy_document.irsa_trust["external_secrets"].json
+  max_session_duration = 3600
+  tags                 = local.tags
+}
+
+data "aws_iam_policy_document" "external_secrets" {
+  statement {
+    sid       = "ReadDeploymentSecrets"
+    actions   = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
+    resources = [aws_secretsmanager_secret.snowflake.arn, var.postgres_password_secret_arn]
+  }
+  statement {
+    sid       = "DecryptDeploymentSecrets"
+    actions   = ["kms:Decrypt"]
+    resources = concat([aws_kms_key.this.arn], compact([var.postgres_password_secret_kms_key_arn]))
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["secretsmanager.${data.aws_region.current.name}.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "external_secrets" {
+  name   = "read-deployment-secrets"
+  role   = aws_iam_role.external_secrets.id
+  policy = data.aws_iam_policy_document.external_secrets.json
 }

@@ -24,8 +24,18 @@ output "dagster_role_arn" {
 }
 
 output "snowflake_secret_arn" {
-  description = "Secrets Manager entry holding the Snowflake password (JSON key: password)."
+  description = "Secrets Manager entry of the Snowflake credentials (JSON keys: SNOWFLAKE_PASSWORD, or SNOWFLAKE_PRIVATE_KEY [+ SNOWFLAKE_PRIVATE_KEY_PASSWORD])."
   value       = aws_secretsmanager_secret.snowflake.arn
+}
+
+output "external_secrets_role_arn" {
+  description = "IRSA role of the SecretStore's service account (External Secrets Operator)."
+  value       = aws_iam_role.external_secrets.arn
+}
+
+output "vpc_cidr" {
+  description = "Primary CIDR of the cluster's VPC (PostgreSQL egress of the pipeline's pods)."
+  value       = data.aws_vpc.cluster.cidr_block
 }
 
 output "kms_key_arn" {

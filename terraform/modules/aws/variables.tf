@@ -44,6 +44,22 @@ variable "dagster_service_account" {
   type        = string
 }
 
+variable "external_secrets_service_account" {
+  description = "Service account of the External Secrets Operator's SecretStore in the namespace (reads the secret entries)."
+  type        = string
+}
+
+variable "postgres_password_secret_arn" {
+  description = "Existing Secrets Manager entry holding Dagster's PostgreSQL password (JSON key \"password\"); the External Secrets role may read it."
+  type        = string
+}
+
+variable "postgres_password_secret_kms_key_arn" {
+  description = "Customer-managed KMS key encrypting that entry, if any (empty: the AWS-managed key, which needs no grant)."
+  type        = string
+  default     = ""
+}
+
 variable "data_prefix" {
   description = "Key prefix of the pipeline's objects in the data bucket (storage.url = s3://<data bucket>/<data_prefix>)."
   type        = string

@@ -1,5 +1,10 @@
-# Cluster side of one environment: namespace, the code location's ConfigMaps and Secrets,
-# and the two Helm releases (Dagster itself, then this code location as a user deployment).
+# Cluster side of one environment: namespace, the code location's ConfigMaps, the External
+# Secrets objects that bring the Snowflake and PostgreSQL secrets from Secrets Manager, and
+# the two Helm releases (Dagster itself, then this code location as a user deployment).
+#
+# No secret value passes through Terraform (so none is in its plan or state): the External
+# Secrets Operator, installed on the cluster beforehand (README, Deploy), reads Secrets
+# Manager with its own IRSA role and writes the Kubernetes Secrets the charts mount by name.
 
 locals {
   labels = {
@@ -13,6 +18,9 @@ locals {
   snowflake_secret    = "geospatial-pipeline-snowflake"
   # The name both charts read DAGSTER_PG_PASSWORD from (global.postgresqlSecretName).
   postgres_secret = "dagster-postgresql-secret"
+  # The key the charts (and the dev PostgreSQL subchart's existingSecret) read.
+  postgres_secret_key = "postgresql-password"
+  secret_store        = "aws-secrets-manager"
 
   # Every values file is rendered with templatefile() and these variables, then merged by
   # Helm in order (chart defaults, shared base, environment). A test checks that every
@@ -28,6 +36,7 @@ locals {
     postgres_host          = var.postgres.host
     postgres_username      = var.postgres.username
     postgres_database      = var.postgres.database
+    vpc_cidr               = var.vpc_cidr
   }
   dagster_values_files = [
     "${var.helm_dir}/dagster/values.yaml",
@@ -74,28 +83,130 @@ resource "kubernetes_config_map_v1" "pipeline_env" {
   }
 }
 
-resource "kubernetes_secret_v1" "snowflake" {
+# The service account the SecretStore authenticates as: ESO requests a token for it and
+# assumes the role it is annotated with (IRSA). No pod runs under it.
+resource "kubernetes_service_account_v1" "external_secrets" {
   metadata {
-    name      = local.snowflake_secret
+    name      = var.external_secrets_service_account
     namespace = kubernetes_namespace_v1.this.metadata[0].name
     labels    = local.labels
+    annotations = {
+      "eks.amazonaws.com/role-arn" = var.external_secrets_role_arn
+    }
   }
-  type = "Opaque"
-  data = {
-    SNOWFLAKE_PASSWORD = var.snowflake_password
+  automount_service_account_token = false
+}
+
+resource "kubernetes_manifest" "secret_store" {
+  manifest = {
+    apiVersion = "external-secrets.io/v1"
+    kind       = "SecretStore"
+    metadata = {
+      name      = local.secret_store
+      namespace = kubernetes_namespace_v1.this.metadata[0].name
+      labels    = local.labels
+    }
+    spec = {
+      provider = {
+        aws = {
+          service = "SecretsManager"
+          region  = var.aws_region
+          auth = {
+            jwt = {
+              serviceAccountRef = {
+                name = kubernetes_service_account_v1.external_secrets.metadata[0].name
+              }
+            }
+          }
+        }
+      }
+    }
   }
 }
 
-resource "kubernetes_secret_v1" "postgres" {
-  metadata {
-    name      = local.postgres_secret
-    namespace = kubernetes_namespace_v1.this.metadata[0].name
-    labels    = local.labels
+# The Secret geospatial-pipeline-snowflake, re-read from Secrets Manager every hour: a
+# rotated value reaches it within that interval, and every new pod (each run and each step
+# is one) reads the current one.
+resource "kubernetes_manifest" "snowflake_secret" {
+  manifest = {
+    apiVersion = "external-secrets.io/v1"
+    kind       = "ExternalSecret"
+    metadata = {
+      name      = local.snowflake_secret
+      namespace = kubernetes_namespace_v1.this.metadata[0].name
+      labels    = local.labels
+    }
+    spec = {
+      refreshInterval = "1h"
+      secretStoreRef = {
+        kind = "SecretStore"
+        name = local.secret_store
+      }
+      target = {
+        name           = local.snowflake_secret
+        creationPolicy = "Owner"
+      }
+      # Every JSON key of the entry becomes one key of the Secret, i.e. one environment
+      # variable of the pods (envSecrets): SNOWFLAKE_PASSWORD, or SNOWFLAKE_PRIVATE_KEY and
+      # SNOWFLAKE_PRIVATE_KEY_PASSWORD for key-pair authentication.
+      dataFrom = [{
+        extract = { key = var.snowflake_secret_arn }
+      }]
+    }
   }
-  type = "Opaque"
-  data = {
-    "postgresql-password" = var.postgres_password
+
+  # The releases below mount the Secret by name: they start once it exists.
+  wait {
+    condition {
+      type   = "Ready"
+      status = "True"
+    }
   }
+
+  depends_on = [kubernetes_manifest.secret_store]
+}
+
+# The Secret dagster-postgresql-secret, refreshed the same way.
+resource "kubernetes_manifest" "postgres_secret" {
+  manifest = {
+    apiVersion = "external-secrets.io/v1"
+    kind       = "ExternalSecret"
+    metadata = {
+      name      = local.postgres_secret
+      namespace = kubernetes_namespace_v1.this.metadata[0].name
+      labels    = local.labels
+    }
+    spec = {
+      refreshInterval = "1h"
+      secretStoreRef = {
+        kind = "SecretStore"
+        name = local.secret_store
+      }
+      target = {
+        name           = local.postgres_secret
+        creationPolicy = "Owner"
+      }
+      # The "password" of the entry (the shape of RDS-managed secrets) under the key the
+      # charts read.
+      data = [{
+        secretKey = local.postgres_secret_key
+        remoteRef = {
+          key      = var.postgres_password_secret_arn
+          property = "password"
+        }
+      }]
+    }
+  }
+
+  # The releases below mount the Secret by name: they start once it exists.
+  wait {
+    condition {
+      type   = "Ready"
+      status = "True"
+    }
+  }
+
+  depends_on = [kubernetes_manifest.secret_store]
 }
 
 resource "helm_release" "dagster" {
@@ -112,7 +223,7 @@ resource "helm_release" "dagster" {
   timeout         = 900
   cleanup_on_fail = true
 
-  depends_on = [kubernetes_secret_v1.postgres]
+  depends_on = [kubernetes_manifest.postgres_secret]
 }
 
 resource "helm_release" "user_deployments" {
@@ -132,6 +243,6 @@ resource "helm_release" "user_deployments" {
     helm_release.dagster,
     kubernetes_config_map_v1.pipeline_config,
     kubernetes_config_map_v1.pipeline_env,
-    kubernetes_secret_v1.snowflake,
+    kubernetes_manifest.snowflake_secret,
   ]
 }

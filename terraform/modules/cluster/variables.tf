@@ -64,12 +64,6 @@ variable "pipeline_config_yaml" {
   type        = string
 }
 
-variable "snowflake_password" {
-  description = "Snowflake password, from Secrets Manager; becomes the SNOWFLAKE_PASSWORD Secret."
-  type        = string
-  sensitive   = true
-}
-
 variable "postgres" {
   description = "Dagster's PostgreSQL server, used by the prod values (external, e.g. RDS). The dev values deploy the chart's own PostgreSQL and use only username and database."
   type = object({
@@ -79,8 +73,27 @@ variable "postgres" {
   })
 }
 
-variable "postgres_password" {
-  description = "Password of the PostgreSQL user; becomes the dagster-postgresql-secret Secret."
+variable "external_secrets_service_account" {
+  description = "Service account of the SecretStore (created here, annotated with external_secrets_role_arn)."
   type        = string
-  sensitive   = true
+}
+
+variable "external_secrets_role_arn" {
+  description = "IRSA role the External Secrets Operator assumes to read the two secret entries."
+  type        = string
+}
+
+variable "snowflake_secret_arn" {
+  description = "Secrets Manager entry of the Snowflake credentials; ESO copies its JSON keys into the geospatial-pipeline-snowflake Secret."
+  type        = string
+}
+
+variable "postgres_password_secret_arn" {
+  description = "Secrets Manager entry whose JSON \"password\" ESO copies into the dagster-postgresql-secret Secret."
+  type        = string
+}
+
+variable "vpc_cidr" {
+  description = "CIDR the pipeline's pods may reach PostgreSQL in (the cluster's VPC): the egress NetworkPolicy in the user deployment's values."
+  type        = string
 }
