@@ -118,7 +118,7 @@ def read_scene(band_paths: Mapping[str, str], grid: Grid, *, whole: bool = True)
         path = band_paths[band]
         try:
             with rasterio.open(path) as src:
-                window = None if whole else _window_under(src, grid)
+                window = None if whole else window_under(src, grid)
                 raw.arrays[band] = src.read(1, window=window)
                 raw.transforms[band] = (
                     src.transform if window is None else src.window_transform(window)
@@ -130,7 +130,8 @@ def read_scene(band_paths: Mapping[str, str], grid: Grid, *, whole: bool = True)
     return raw
 
 
-def _window_under(src: Any, grid: Grid) -> Window:
+def window_under(src: Any, grid: Grid) -> Window:
+    """The source pixels under ``grid``, plus a margin for resampling kernels."""
     left, bottom, right, top = transform_bounds(grid.crs, src.crs, *grid.bounds)
     inv = ~src.transform
     c0, r0 = inv * (left, top)

@@ -34,14 +34,19 @@ from typing import Any
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
-from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
 from geospatial_pipeline.errors import RasterError
 from geospatial_pipeline.raster.grid import Grid, Placed, aoi_spans, place_on_grid
 from geospatial_pipeline.raster.kernels import spans_to_mask
-from geospatial_pipeline.raster.scene import CLOUD_SCL, SHADOW_SCL, block_grids, median_composite
+from geospatial_pipeline.raster.scene import (
+    CLOUD_SCL,
+    SHADOW_SCL,
+    block_grids,
+    median_composite,
+    window_under,
+)
 
 # NDVI histogram: 20 000 bins of 1e-4 over [-1, 1] (160 kB). A percentile read from it is
 # within one bin width (1e-4) of numpy's linear-interpolation percentile of the same
@@ -237,7 +242,7 @@ def scl_on_grid(src: Any, grid: Grid) -> np.ndarray:
     placed as the transform places them (nearest neighbour, :func:`place_on_grid`); only
     the window under the grid is read."""
     try:
-        window = _window_under(src, grid)
+        window = window_under(src, grid)
         array = src.read(1, window=window)
     except rasterio.errors.RasterioError as exc:
         raise RasterError(f"cannot read SCL {src.name}: {exc}") from exc
@@ -271,19 +276,3 @@ def _expand(placed: Placed, grid: Grid) -> np.ndarray:
     if rows_ok.any() and cols_ok.any():
         out[np.ix_(rows_ok, cols_ok)] = placed.array[np.ix_(i[rows_ok], j[cols_ok])]
     return out
-
-
-def _window_under(src: Any, grid: Grid) -> Window:
-    # The source pixels under the grid, plus a margin (the same window the transform reads).
-    left, bottom, right, top = transform_bounds(grid.crs, src.crs, *grid.bounds)
-    inv = ~src.transform
-    c0, r0 = inv * (left, top)
-    c1, r1 = inv * (right, bottom)
-    margin = 3
-    col0 = max(0, math.floor(min(c0, c1)) - margin)
-    row0 = max(0, math.floor(min(r0, r1)) - margin)
-    col1 = min(src.width, math.ceil(max(c0, c1)) + margin)
-    row1 = min(src.height, math.ceil(max(r0, r1)) + margin)
-    if col1 <= col0 or row1 <= row0:  # nothing under the grid: one pixel, placed away
-        return Window(0, 0, 1, 1)
-    return Window(col0, row0, col1 - col0, row1 - row0)
