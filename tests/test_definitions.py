@@ -55,6 +55,7 @@ def test_definitions_load_with_production_shaped_config(
     checks = {key.name for key in graph.asset_check_keys}
     assert checks == {
         "cogs_valid",
+        "no_quarantined_items",
         "objects_match_rows",
         "value_ranges",
         "valid_pixel_fraction",

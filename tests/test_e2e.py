@@ -113,7 +113,7 @@ def run_partition(config: Any, expected_checks: set[str] | None = None) -> Any:
         )
     assert result.success
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    expected = expected_checks or {"cogs_valid", "objects_match_rows"}
+    expected = expected_checks or {"cogs_valid", "no_quarantined_items", "objects_match_rows"}
     assert checks == dict.fromkeys(expected, True)
     return result
 

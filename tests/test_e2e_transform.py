@@ -36,6 +36,7 @@ from tests.test_e2e import (
 
 ALL_CHECKS = {
     "cogs_valid",
+    "no_quarantined_items",
     "objects_match_rows",
     "value_ranges",
     "valid_pixel_fraction",

@@ -21,7 +21,7 @@ from geospatial_pipeline.deployment import heavy_op_tags
 from geospatial_pipeline.layout import band_key, items_key, manifest_key, raw_prefix
 from geospatial_pipeline.partitions import BACKFILL_POLICY, partition_day
 from geospatial_pipeline.raster.cog import gdal_env, validate_cog_path
-from geospatial_pipeline.raster.extract import BandTask, extract_band_windows
+from geospatial_pipeline.raster.extract import extract_band_windows, plan_band_tasks
 from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
 from geospatial_pipeline.resources.storage import ObjectStoreResource
 from geospatial_pipeline.stac.itemcollection import dumps, from_item_collection, to_item_collection
@@ -115,7 +115,10 @@ def build_ingest_assets(
         kinds={"cog", storage_kind},
         description=(
             "The AOI window of each configured band of each scene, read with HTTP range "
-            "requests and published as a COG under raw/{collection}/{date}/{aoi}/{item}/."
+            "requests and published as a COG under raw/{collection}/{date}/{aoi}/{item}/. "
+            "An item with a bad input (missing band asset, 404, not a raster, corrupt or "
+            "truncated file) is quarantined and the rest of the day lands; objects of items "
+            "that left the day are removed by scene_metadata once its rows are committed."
         ),
         check_specs=[
             AssetCheckSpec(
@@ -123,7 +126,17 @@ def build_ingest_assets(
                 asset=BAND_RASTERS,
                 blocking=True,
                 description="Every published band object opens and passes rio-cogeo validation.",
-            )
+            ),
+            AssetCheckSpec(
+                "no_quarantined_items",
+                asset=BAND_RASTERS,
+                # Not blocking: the good items of the day must still flow downstream.
+                blocking=False,
+                description=(
+                    "Every item of the day landed. Fails naming each quarantined item and "
+                    "why; downstream assets skip those items and a re-run retries them."
+                ),
+            ),
         ],
         op_tags=heavy_op_tags(),
     )
@@ -137,36 +150,27 @@ def build_ingest_assets(
         found = load_day_items(object_store, stac.collection, context.partition_key)
         aois = {a.name: a.shape for a in scope.aoi_configs()}
         items = {raw["id"]: raw for raw in found.items}
-        tasks = [
-            BandTask(
-                item_id=item_id,
-                aoi=aoi,
-                band=band,
-                href=items[item_id]["assets"][band]["href"],
-                key=band_key(stac.collection, day, aoi, item_id, band),
-            )
-            for aoi, ids in sorted(found.by_aoi.items())
-            if aoi in aois
-            for item_id in ids
-            for band in scope.bands
-        ]
+        tasks, missing_bands = plan_band_tasks(
+            items,
+            found.by_aoi,
+            [aoi for aoi in found.by_aoi if aoi in aois],
+            scope.bands,
+            lambda aoi, item_id, band: band_key(stac.collection, day, aoi, item_id, band),
+        )
         store = object_store.store()
         options = object_store.gdal_options()
         session = object_store.gdal_session()
-        results = extract_band_windows(tasks, aois, store, gdal_options=options, session=session)
+        extraction = extract_band_windows(tasks, aois, store, gdal_options=options, session=session)
+        extraction.quarantine(missing_bands)
+        results = extraction.results
+        quarantined = extraction.quarantine_entries()
+        for entry in quarantined:
+            context.log.warning("quarantined item %s: %s", entry["id"], entry["reason"])
         published = {r.key for r in results if r.key}
-        # Objects of items that left the day (superseded, now cloudier than the limit...)
-        # would otherwise linger and disagree with the warehouse.
-        stale = [
-            o.key for o in store.list(raw_prefix(stac.collection, day)) if o.key not in published
-        ]
-        for key in stale:
-            store.delete(key)
-        manifest = {
-            "day": day.isoformat(),
-            "collection": stac.collection,
-            "objects": [r.manifest_entry() for r in results],
-        }
+        # Objects of items that left the day (or were quarantined) stay until scene_metadata
+        # has committed rows without them: deleting them here would leave the committed
+        # rows pointing at missing objects if anything failed in between.
+        manifest = extraction.manifest(day.isoformat(), stac.collection)
         store.put_bytes(manifest_key(stac.collection, day), dumps(manifest), "application/json")
 
         failures: list[str] = []
@@ -182,7 +186,8 @@ def build_ingest_assets(
                 "objects_written": sum(1 for r in written if r.written),
                 "objects_unchanged": sum(1 for r in written if not r.written),
                 "no_overlap": sum(1 for r in results if not r.key),
-                "stale_deleted": len(stale),
+                "items_quarantined": len(quarantined),
+                "quarantined": MetadataValue.json(quarantined),
                 "bytes": sum(r.bytes for r in written),
                 "bytes_written": sum(r.bytes for r in written if r.written),
                 "pixels": sum(r.window["width"] * r.window["height"] for r in written if r.window),
@@ -213,7 +218,25 @@ def build_ingest_assets(
                         "validated": len(published),
                         "invalid": MetadataValue.json(failures[:50]),
                     },
-                )
+                ),
+                AssetCheckResult(
+                    check_name="no_quarantined_items",
+                    passed=not quarantined,
+                    severity=AssetCheckSeverity.ERROR,
+                    description=(
+                        f"{len(quarantined)} item(s) skipped: "
+                        + "; ".join(f"{q['id']} ({q['reason']})" for q in quarantined)
+                        if quarantined
+                        else "every item landed"
+                    )[:2000],
+                    metadata={
+                        "items_quarantined": len(quarantined),
+                        "quarantined": MetadataValue.json(
+                            [{"id": q["id"], "reason": q["reason"]} for q in quarantined]
+                        ),
+                        "items_landed": len({r.task.item_id for r in results}),
+                    },
+                ),
             ],
         )
 

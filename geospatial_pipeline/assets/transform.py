@@ -35,7 +35,7 @@ from geospatial_pipeline.layout import (
 )
 from geospatial_pipeline.partitions import BACKFILL_POLICY, partition_day
 from geospatial_pipeline.raster.cog import gdal_env, validate_cog_bytes, validate_cog_path
-from geospatial_pipeline.raster.extract import COG_CONTENT_TYPE
+from geospatial_pipeline.raster.extract import COG_CONTENT_TYPE, landed_by_aoi
 from geospatial_pipeline.raster.grid import aoi_grid
 from geospatial_pipeline.raster.scene import (
     EncodedLayers,
@@ -225,13 +225,15 @@ def build_transform_assets(partitions: DailyPartitionsDefinition) -> list[Assets
             tempfile.TemporaryDirectory(prefix="geospatial-transform-") as tmp,
         ):
             workdir = Path(tmp)
-            for aoi_name in sorted(found.by_aoi):
-                if aoi_name not in aois or not found.by_aoi[aoi_name]:
+            # Items band_rasters quarantined have no band objects: build nothing for them.
+            by_aoi = landed_by_aoi(found.by_aoi, manifest)
+            for aoi_name in sorted(by_aoi):
+                if aoi_name not in aois or not by_aoi[aoi_name]:
                     continue
                 grid = aoi_grid(aois[aoi_name], settings.resolution, settings.crs, settings.anchor)
                 ndvi_sources: list[str] = []
                 sources: list[str] = []
-                for item_id in sorted(found.by_aoi[aoi_name]):
+                for item_id in sorted(by_aoi[aoi_name]):
                     paths = band_paths.get((item_id, aoi_name), {})
                     raw = items[item_id]
                     directory = product_dir(collection, day, aoi_name, item_id)

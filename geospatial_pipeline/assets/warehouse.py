@@ -25,6 +25,7 @@ from geospatial_pipeline.assets.ingest import (
 from geospatial_pipeline.assets.preview import markdown_table
 from geospatial_pipeline.layout import raw_prefix
 from geospatial_pipeline.partitions import BACKFILL_POLICY, partition_day
+from geospatial_pipeline.raster.extract import landed_by_aoi
 from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
 from geospatial_pipeline.resources.storage import ObjectStoreResource
 from geospatial_pipeline.resources.warehouse import WarehouseResource
@@ -48,7 +49,9 @@ def build_warehouse_assets(
         description=(
             "One row per scene x AOI: acquisition, tile, cloud cover, processing baseline, "
             "BOA-offset flag, footprint, band objects with sizes and checksums, and the full "
-            "STAC properties. Re-running a partition replaces its rows."
+            "STAC properties. Re-running a partition replaces its rows; band objects no "
+            "committed row references are removed only after the commit. Items band_rasters "
+            "quarantined get no row."
         ),
         check_specs=[
             AssetCheckSpec(
@@ -76,8 +79,14 @@ def build_warehouse_assets(
         for entry in manifest["objects"]:
             if entry["key"]:
                 objects[(entry["item_id"], entry["aoi"])].append(entry)
-        scenes = {raw["id"]: (raw, validate_item(raw, scope.bands)) for raw in found.items}
-        rows = scene_rows(day, found.by_aoi, scenes, objects)
+        by_aoi = landed_by_aoi(found.by_aoi, manifest)
+        landed = {item_id for ids in by_aoi.values() for item_id in ids}
+        scenes = {
+            raw["id"]: (raw, validate_item(raw, scope.bands))
+            for raw in found.items
+            if raw["id"] in landed
+        }
+        rows = scene_rows(day, by_aoi, scenes, objects)
         written = warehouse.replace_partition(SCENE_METADATA, day, rows)
 
         # Check against what is really stored, not against what this step believes it wrote.
@@ -86,6 +95,12 @@ def build_warehouse_assets(
             obj["key"]: obj["bytes"] for row in stored_rows for obj in row["band_objects"]
         }
         store = object_store.store()
+        # Only now, with the rows committed, may objects no row references go (items that
+        # left the day or were quarantined): every committed row's objects always exist.
+        listed = list(store.list(raw_prefix(stac.collection, day)))
+        removed = sorted(o.key for o in listed if o.key not in row_objects)
+        for key in removed:
+            store.delete(key)
         actual = {o.key: o.size for o in store.list(raw_prefix(stac.collection, day))}
         orphans = sorted(set(actual) - set(row_objects))
         missing = sorted(set(row_objects) - set(actual))
@@ -101,6 +116,7 @@ def build_warehouse_assets(
                 "warehouse": warehouse.describe(),
                 "band_objects": len(row_objects),
                 "band_bytes": sum(row_objects.values()),
+                "objects_removed": len(removed),
                 "preview": MetadataValue.md(
                     markdown_table(
                         [

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import re
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import rasterio
@@ -21,6 +24,91 @@ from geospatial_pipeline.errors import RasterError
 from geospatial_pipeline.raster.window import PixelWindow, aoi_window
 
 COG_BLOCKSIZE = 512
+
+FaultKind = Literal["not_found", "not_raster", "corrupt"]
+
+
+class SourceFault(RasterError):
+    """One source raster is bad in itself: missing, not a raster, or corrupt/truncated.
+
+    Retrying now cannot fix it and no other item is affected, so the caller quarantines
+    the item. Every other read failure (endpoint down, credentials, throttling after
+    GDAL's retries, anything unrecognised) stays a plain RasterError and fails the run.
+    """
+
+    def __init__(self, path: str, kind: FaultKind, detail: str) -> None:
+        super().__init__(f"{path}: {_KIND_TEXT[kind]}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+_KIND_TEXT: dict[FaultKind, str] = {
+    "not_found": "asset not found",
+    "not_raster": "not a readable raster",
+    "corrupt": "corrupt or truncated raster",
+}
+# GDAL error classes/messages, checked against SeaweedFS, a plain HTTP server and local
+# files (GDAL 3.10): each names a property of the file itself, not of the way to it.
+_NOT_FOUND = re.compile(
+    r"specified key does not exist|HTTP response code: (404|410)\b|No such file or directory"
+    r"|does not exist in the file system"
+)
+_NOT_RASTER = re.compile(r"not recognized as (being in )?a supported file format|Not a TIFF")
+_CORRUPT = re.compile(
+    r"TIFFFillTile|TIFFReadEncoded(Tile|Strip)|IReadBlock failed|TIFFReadDirectory"
+    r"|Read error at|TIFFFetch|Cannot read TIFF header|Incorrect count for"
+)
+# Transport trouble GDAL reports as a warning while retrying ("HTTP error code: 503 ...
+# Retrying again"): a tile read that then fails reads as "got 0 bytes", exactly like a
+# truncated file, so these warnings are what tells the two apart.
+_TRANSPORT_WARNING = re.compile(r"HTTP error code|CURL error|Retrying", re.IGNORECASE)
+_local = threading.local()
+
+
+class _TransportWarnings(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        seen = getattr(_local, "transport", None)
+        if seen is not None and _TRANSPORT_WARNING.search(record.getMessage()):
+            seen.append(record.getMessage())
+
+
+# rasterio routes GDAL's warnings to this logger; the handler runs in the reading thread.
+logging.getLogger("rasterio._err").addHandler(_TransportWarnings(logging.WARNING))
+
+
+@contextlib.contextmanager
+def _watch_transport() -> Iterator[list[str]]:
+    seen: list[str] = []
+    _local.transport = seen
+    try:
+        yield seen
+    finally:
+        _local.transport = None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes, outermost first (rasterio chains GDAL's error stack)."""
+    out: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in out:
+        out.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return out
+
+
+def source_fault_kind(exc: BaseException, transport_warnings: list[str]) -> FaultKind | None:
+    """The data fault a failed open/read proves, or None: systemic or unknown, so the run
+    must fail and a retry can fix it."""
+    text = "\n".join(f"{type(e).__name__}: {e}" for e in _chain(exc))
+    if "CPLE_AWSObjectNotFoundError" in text or _NOT_FOUND.search(text):
+        return "not_found"
+    if transport_warnings or re.search(r"CURL error|HTTP response code|CPLE_AWS", text):
+        return None
+    if _NOT_RASTER.search(text):
+        return "not_raster"
+    if _CORRUPT.search(text):
+        return "corrupt"
+    return None
 
 
 def cog_options(*, predictor: int, categorical: bool = False) -> dict[str, Any]:
@@ -68,24 +156,36 @@ def gdal_env(options: Mapping[str, Any], session: Session | None = None) -> Iter
 
 
 def read_aoi_window(path: str, aoi: BaseGeometry) -> WindowData | None:
-    """Read only the pixels covering ``aoi``: GDAL fetches the header and those tiles."""
-    try:
-        with rasterio.open(path) as src:
-            win = aoi_window(aoi, src.crs, src.transform, src.width, src.height)
-            if win is None:
-                return None
-            array = src.read(window=win.as_rasterio())
-            return WindowData(
-                array=array,
-                crs_wkt=src.crs.to_wkt(),
-                epsg=src.crs.to_epsg(),
-                transform=window_transform(win.as_rasterio(), src.transform),
-                nodata=src.nodata,
-                window=win,
-                source_size=(src.height, src.width),
-            )
-    except RasterioError as exc:
-        raise RasterError(f"cannot read window of {path}: {exc}") from exc
+    """Read only the pixels covering ``aoi``: GDAL fetches the header and those tiles.
+
+    Raises SourceFault when the file itself is bad (see there), RasterError otherwise.
+    """
+    with _watch_transport() as transport:
+        try:
+            return _read_aoi_window(path, aoi)
+        except RasterioError as exc:
+            kind = source_fault_kind(exc, transport)
+            if kind is not None:
+                # The innermost GDAL message is the specific one ("... got 0 bytes").
+                raise SourceFault(path, kind, str(_chain(exc)[-1])) from exc
+            raise RasterError(f"cannot read window of {path}: {exc}") from exc
+
+
+def _read_aoi_window(path: str, aoi: BaseGeometry) -> WindowData | None:
+    with rasterio.open(path) as src:
+        win = aoi_window(aoi, src.crs, src.transform, src.width, src.height)
+        if win is None:
+            return None
+        array = src.read(window=win.as_rasterio())
+        return WindowData(
+            array=array,
+            crs_wkt=src.crs.to_wkt(),
+            epsg=src.crs.to_epsg(),
+            transform=window_transform(win.as_rasterio(), src.transform),
+            nodata=src.nodata,
+            window=win,
+            source_size=(src.height, src.width),
+        )
 
 
 def encode_cog(data: WindowData, *, categorical: bool = False) -> bytes:

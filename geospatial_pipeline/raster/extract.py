@@ -3,14 +3,23 @@
 Reads run concurrently across assets and scenes: on real S3 each cold read costs two
 sequential round trips (header, then tiles), so overlapping them is what keeps small AOIs
 fast.
+
+One bad item never sinks the day. Its faults are data faults (``SourceFault``: a missing
+band asset, a 404, a file that is not a raster, a corrupt or truncated one); the item is
+quarantined — none of its objects enter the manifest — and every other item lands. Any
+other failure (endpoint down, credentials, throttling after retries, our own store
+refusing a write, anything unrecognised) is systemic: it fails the run so a retry can fix
+it, because quarantining every item of the day for it would hide the outage.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rasterio.session import Session
@@ -18,6 +27,7 @@ from shapely.geometry.base import BaseGeometry
 
 from geospatial_pipeline.errors import RasterError
 from geospatial_pipeline.raster.cog import (
+    SourceFault,
     WindowData,
     encode_cog,
     gdal_env,
@@ -39,6 +49,57 @@ class BandTask:
     band: str
     href: str
     key: str
+
+
+@dataclass(frozen=True)
+class ItemFault:
+    """Why one (item, AOI, band) could not be cut: a property of the item's data."""
+
+    item_id: str
+    band: str
+    reason: str
+    aoi: str | None = None  # None: the fault holds for every AOI (e.g. no such asset)
+    href: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"aoi": self.aoi, "band": self.band, "href": self.href, "reason": self.reason}
+
+
+@dataclass
+class Extraction:
+    """Results of the items that landed whole, and the faults of the quarantined ones."""
+
+    results: list[BandResult] = field(default_factory=list)
+    quarantined: dict[str, list[ItemFault]] = field(default_factory=dict)
+
+    def quarantine(self, faults: Sequence[ItemFault]) -> None:
+        for fault in faults:
+            self.quarantined.setdefault(fault.item_id, []).append(fault)
+        self.results = [r for r in self.results if r.task.item_id not in self.quarantined]
+
+    def manifest(self, day: str, collection: str) -> dict[str, Any]:
+        """The band manifest downstream steps read: objects of landed items only."""
+        return {
+            "day": day,
+            "collection": collection,
+            "objects": [r.manifest_entry() for r in self.results],
+            "quarantined": self.quarantine_entries(),
+        }
+
+    def quarantine_entries(self) -> list[dict[str, Any]]:
+        """One entry per quarantined item, as the manifest and the check list them."""
+        return [
+            {
+                "id": item_id,
+                "reason": "; ".join(
+                    sorted(
+                        {f"{f.band}{f' ({f.aoi})' if f.aoi else ''}: {f.reason}" for f in faults}
+                    )
+                ),
+                "faults": [f.as_dict() for f in faults],
+            }
+            for item_id, faults in sorted(self.quarantined.items())
+        ]
 
 
 @dataclass(frozen=True)
@@ -70,6 +131,57 @@ class BandResult:
         }
 
 
+def plan_band_tasks(
+    items: Mapping[str, Mapping[str, Any]],
+    by_aoi: Mapping[str, Sequence[str]],
+    aois: Sequence[str],
+    bands: Sequence[str],
+    key_for: Callable[[str, str, str], str],
+) -> tuple[list[BandTask], list[ItemFault]]:
+    """One task per (AOI, item, band); an item lacking a band asset gets no task at all.
+
+    ``key_for(aoi, item_id, band)`` is the object key. The persisted items may predate the
+    configured bands (a band added since), so a missing asset is a fault of that item.
+    """
+    tasks: list[BandTask] = []
+    faults: list[ItemFault] = []
+    missing: set[str] = set()
+    for item_id in sorted({i for aoi in aois for i in by_aoi.get(aoi, [])}):
+        assets = items[item_id].get("assets") or {}
+        for band in bands:
+            href = (assets.get(band) or {}).get("href")
+            if not isinstance(href, str) or not href:
+                faults.append(ItemFault(item_id, band, f"no {band!r} asset with an href"))
+                missing.add(item_id)
+    for aoi in sorted(aois):
+        for item_id in sorted(by_aoi.get(aoi, [])):
+            if item_id in missing:
+                continue
+            for band in bands:
+                href = items[item_id]["assets"][band]["href"]
+                tasks.append(BandTask(item_id, aoi, band, href, key_for(aoi, item_id, band)))
+    return tasks, faults
+
+
+def _read(
+    task: BandTask,
+    aoi: BaseGeometry,
+    options: Mapping[str, Any],
+    session: Session | None,
+) -> WindowData | None:
+    path = gdal_path_for_href(task.href)
+    try:
+        with gdal_env(options, session):
+            return read_aoi_window(path, aoi)
+    except SourceFault as fault:
+        if fault.kind != "corrupt":
+            raise
+    # A read error can also be a connection dropped mid-tile; a fresh read tells them
+    # apart (GDAL keeps no cache of the file between opens, see ObjectStoreResource).
+    with gdal_env(options, session):
+        return read_aoi_window(path, aoi)
+
+
 def _run_task(
     task: BandTask,
     aoi: BaseGeometry,
@@ -78,8 +190,7 @@ def _run_task(
     session: Session | None,
 ) -> BandResult:
     start = time.perf_counter()
-    with gdal_env(options, session):
-        data = read_aoi_window(gdal_path_for_href(task.href), aoi)
+    data = _read(task, aoi, options, session)
     read_s = time.perf_counter() - start
     if data is None:
         return BandResult(task, None, None, 0, None, False, None, None, None, read_s)
@@ -135,13 +246,47 @@ def extract_band_windows(
     gdal_options: Mapping[str, Any],
     session: Session | None = None,
     max_workers: int = 8,
-) -> list[BandResult]:
-    """Run every task; any failure raises after the in-flight ones finish."""
+) -> Extraction:
+    """Run every task; quarantine the items with a data fault, keep the others.
+
+    A systemic failure cancels the queued tasks and raises once the running ones finish.
+    """
+    out = Extraction()
     if not tasks:
-        return []
+        return out
+    failed: dict[str, list[ItemFault]] = defaultdict(list)
+    lock = threading.Lock()
+
+    def run(task: BandTask) -> BandResult | None:
+        if task.item_id in failed:  # the item is quarantined already: spare the reads
+            return None
+        try:
+            return _run_task(task, aois[task.aoi], store, gdal_options, session)
+        except SourceFault as fault:
+            with lock:
+                failed[task.item_id].append(
+                    ItemFault(task.item_id, task.band, str(fault), task.aoi, task.href)
+                )
+            return None
+
     with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(tasks)))) as pool:
-        futures = [
-            pool.submit(_run_task, task, aois[task.aoi], store, gdal_options, session)
-            for task in tasks
-        ]
-        return [future.result() for future in futures]
+        futures = [pool.submit(run, task) for task in tasks]
+        try:
+            done = [future.result() for future in futures]
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    out.results = [r for r in done if r is not None]
+    for faults in failed.values():
+        out.quarantine(faults)
+    return out
+
+
+def landed_by_aoi(
+    by_aoi: Mapping[str, Sequence[str]], manifest: Mapping[str, Any]
+) -> dict[str, list[str]]:
+    """The day's items per AOI without those band_rasters quarantined: downstream steps
+    build nothing for them (they stay in the day's items, so a re-run retries them)."""
+    quarantined = {entry["id"] for entry in manifest.get("quarantined", [])}
+    return {aoi: [i for i in ids if i not in quarantined] for aoi, ids in by_aoi.items()}

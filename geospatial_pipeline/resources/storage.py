@@ -79,4 +79,13 @@ class ObjectStoreResource(ConfigurableResource):
         return AWSSession(**kwargs)
 
     def gdal_options(self, max_window_bytes: int = 64 * 1024 * 1024) -> dict[str, Any]:
-        return {**cloud_read_options(max_window_bytes), **s3_endpoint_options(self.endpoint_url)}
+        return {
+            **cloud_read_options(max_window_bytes),
+            **s3_endpoint_options(self.endpoint_url),
+            # GDAL otherwise keeps what it learnt of a remote file (its size, its bytes,
+            # even "does not exist") for the life of the process: a re-run in the same
+            # process would read the stale state of an object that was since fixed or
+            # rewritten, and retry a quarantined item in vain. Within one open GDAL still
+            # caches; only the second AOI of an asset pays for one more header read.
+            "CPL_VSIL_CURL_NON_CACHED": "/vsis3/:/vsicurl/",
+        }

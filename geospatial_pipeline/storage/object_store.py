@@ -1,17 +1,19 @@
 """Object storage with publish semantics: a local directory or an S3 bucket/prefix.
 
-Every write goes to a temporary key first and is published (rename / server-side copy)
-only once complete, so readers never see a half-written object. A write whose content
-(sha256) equals the published object's is skipped, so re-running a partition rewrites
-nothing that did not change.
+Readers never see a half-written object. On S3 one PutObject is atomic by itself, so an
+object is published with a single PutObject carrying its SHA-256 checksum, which the
+server verifies before storing anything (no temporary key: on a versioned bucket every
+deleted temporary object would linger as a noncurrent version). A local directory gets a
+temporary file in the same directory, fsynced, then renamed over the target. A write whose
+content (sha256) equals the published object's is skipped, so re-running a partition
+rewrites nothing that did not change.
 """
 
 from __future__ import annotations
 
-import contextlib
+import base64
 import hashlib
 import os
-import tempfile
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -23,6 +25,8 @@ from geospatial_pipeline.errors import StorageError
 from geospatial_pipeline.storage.keys import check_key
 
 SHA256_META = "sha256"
+# Versions before single-PUT publishing staged S3 writes under this prefix; the bucket's
+# lifecycle rule expires leftovers and list() never reports them.
 TMP_PREFIX = "_tmp"
 
 
@@ -126,7 +130,10 @@ class LocalObjectStore(ObjectStore):
     def _write_published(self, key: str, data: bytes, digest: str, content_type: str) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        # A dot name is never listed; O_EXCL on a unique name, and mode 0o666 so the umask
+        # applies as for any file (mkstemp would leave the published object 0600).
+        tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -134,8 +141,14 @@ class LocalObjectStore(ObjectStore):
                 os.fsync(fh.fileno())
             os.replace(tmp, path)  # atomic on POSIX: readers see old or new, never partial
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
+        # The rename itself survives a crash only once the directory is on disk.
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         base = self._path(prefix) if prefix else self.root
@@ -206,28 +219,19 @@ class S3ObjectStore(ObjectStore):
     def _write_published(self, key: str, data: bytes, digest: str, content_type: str) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        tmp_key = f"{TMP_PREFIX}/{uuid.uuid4().hex}/{key.rsplit('/', 1)[-1]}"
-        tmp_full = self._full(tmp_key)
         try:
             self.client.put_object(
                 Bucket=self.bucket,
-                Key=tmp_full,
+                Key=self._full(key),
                 Body=data,
                 ContentType=content_type,
+                # The server recomputes it and refuses the object (BadDigest) on mismatch.
+                ChecksumSHA256=base64.b64encode(bytes.fromhex(digest)).decode("ascii"),
+                # Kept as metadata too: head() compares it to skip unchanged content.
                 Metadata={SHA256_META: digest},
-            )
-            self.client.copy_object(
-                Bucket=self.bucket,
-                Key=self._full(key),
-                CopySource={"Bucket": self.bucket, "Key": tmp_full},
-                MetadataDirective="COPY",
             )
         except (BotoCoreError, ClientError) as exc:
             raise StorageError(f"cannot write {self.url(key)}: {exc}") from exc
-        finally:
-            # A stray temporary object is harmless: _tmp/ is never listed as data.
-            with contextlib.suppress(BotoCoreError, ClientError):
-                self.client.delete_object(Bucket=self.bucket, Key=tmp_full)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         full = self._full(prefix) + "/" if prefix else (f"{self.prefix}/" if self.prefix else "")

@@ -1,0 +1,251 @@
+"""Publishing never leaves a broken state.
+
+- Band objects of items that left the day are removed only after scene_metadata has
+  committed rows without them: a failure in between leaves every committed row's objects
+  in place (dagster.materialize against rustac, SeaweedFS and DuckDB).
+- On S3 an object is published with one PutObject carrying its SHA-256 checksum: no
+  temporary key ever exists (not even as a noncurrent version of the versioned bucket),
+  and a body corrupted on the way is refused by the server.
+- In a local directory a failed write leaves the previous object intact and a published
+  file gets the permissions of any file the process creates.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import datetime as dt
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+from dagster import DagsterInstance, materialize
+
+from geospatial_pipeline.definitions import build_assets
+from geospatial_pipeline.errors import StorageError
+from geospatial_pipeline.local.stac_server import RustacStacServer
+from geospatial_pipeline.resources import build_resources
+from geospatial_pipeline.resources.storage import ObjectStoreResource
+from geospatial_pipeline.resources.warehouse import DuckDBWarehouse
+from geospatial_pipeline.storage.object_store import LocalObjectStore, S3ObjectStore
+from geospatial_pipeline.warehouse.tables import SCENE_METADATA
+from tests.test_e2e import DAY, ITEM, list_objects, pipeline_config, s3_env
+
+CLOUDY = f"{ITEM}-cloudy"
+
+
+@pytest.fixture(scope="module")
+def stac_api(rkh_item: dict[str, Any], real_collection: dict[str, Any]) -> Iterator[str]:
+    """The real item and a cloudier scene of the same tile ten minutes later."""
+    cloudy = copy.deepcopy(rkh_item)
+    cloudy["id"] = CLOUDY
+    acquired = dt.datetime.fromisoformat(rkh_item["properties"]["datetime"].replace("Z", "+00:00"))
+    cloudy["properties"]["datetime"] = (
+        (acquired + dt.timedelta(minutes=10)).isoformat().replace("+00:00", "Z")
+    )
+    cloudy["properties"]["eo:cloud_cover"] = 90.0
+    with RustacStacServer([rkh_item, cloudy], [real_collection]) as server:
+        yield server.url
+
+
+def run(config: Any) -> Any:
+    with DagsterInstance.ephemeral() as instance:
+        return materialize(
+            build_assets(config),
+            partition_key=DAY,
+            resources=build_resources(config),
+            instance=instance,
+            raise_on_error=False,
+        )
+
+
+def committed_rows(db: Path) -> list[tuple[str, str, list[str]]]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        found = con.execute(
+            "SELECT item_id, aoi, band_objects FROM scene_metadata ORDER BY item_id, aoi"
+        ).fetchall()
+    return [(item, aoi, [o["key"] for o in json.loads(objs)]) for item, aoi, objs in found]
+
+
+def test_rows_never_point_at_deleted_objects(
+    s3_server: Any, stac_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = "dest-publish-order"
+    s3_server.create_bucket(bucket)
+    db = tmp_path / "w.duckdb"
+    config = pipeline_config(stac_api, s3_server, bucket, {"kind": "duckdb", "path": str(db)})
+    with s3_env(s3_server):
+        assert run(config).success
+    rows = committed_rows(db)
+    assert [(item, aoi) for item, aoi, _ in rows] == [
+        (ITEM, "dunes"),
+        (ITEM, "wadi"),
+        (CLOUDY, "dunes"),
+        (CLOUDY, "wadi"),
+    ]
+
+    # The cloudy scene leaves the day (a stricter cloud limit); the warehouse write of the
+    # re-run fails after band_rasters has run.
+    stricter = config.model_copy(
+        update={"stac": config.stac.model_copy(update={"max_cloud_cover": 50})}
+    )
+    original = DuckDBWarehouse.replace_partition
+
+    def failing(self: Any, table: Any, partition_value: Any, new_rows: Any) -> int:
+        if table.name == SCENE_METADATA.name:
+            raise RuntimeError("warehouse unavailable")
+        return original(self, table, partition_value, new_rows)
+
+    monkeypatch.setattr(DuckDBWarehouse, "replace_partition", failing)
+    with s3_env(s3_server):
+        failed = run(stricter)
+    assert not failed.success
+    assert committed_rows(db) == rows  # nothing committed by the failed run
+    objects = list_objects(s3_server, bucket)
+    for item, aoi, keys in rows:
+        assert keys, (item, aoi)
+        for key in keys:
+            assert f"pipeline/{key}" in objects, f"row {item}/{aoi} points at deleted {key}"
+
+    # Once the rows are committed, the objects no row references go.
+    monkeypatch.setattr(DuckDBWarehouse, "replace_partition", original)
+    with s3_env(s3_server):
+        fixed = run(stricter)
+    assert fixed.success
+    checks = {e.check_name: e.passed for e in fixed.get_asset_check_evaluations()}
+    assert checks["objects_match_rows"]
+    rows = committed_rows(db)
+    assert [(item, aoi) for item, aoi, _ in rows] == [(ITEM, "dunes"), (ITEM, "wadi")]
+    raw = {k for k in list_objects(s3_server, bucket) if k.startswith("pipeline/raw/")}
+    assert raw == {f"pipeline/{key}" for _, _, keys in rows for key in keys}
+    assert not any(CLOUDY in k for k in raw)
+
+
+# --------------------------------------------------------------------------- S3 publish
+
+
+def b64_sha256(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+
+
+@pytest.fixture
+def versioned_store(s3_server: Any, request: pytest.FixtureRequest) -> Iterator[S3ObjectStore]:
+    bucket = request.node.name.replace("_", "-")[:60]
+    s3_server.create_bucket(bucket)
+    client = s3_server.boto3_client()
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    res = ObjectStoreResource(
+        url=f"s3://{bucket}/pipeline",
+        endpoint_url=s3_server.endpoint_url,
+        access_key_id=s3_server.access_key,
+        secret_access_key=s3_server.secret_key,
+    )
+    store = res.store()
+    assert isinstance(store, S3ObjectStore)
+    yield store
+
+
+def test_s3_publish_is_one_checksummed_put(versioned_store: S3ObjectStore) -> None:
+    store = versioned_store
+    sent: list[tuple[str, str, dict[str, str]]] = []
+
+    def record(request: Any, **_: Any) -> None:
+        headers = {
+            k.lower(): v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()
+        }
+        sent.append((request.method, request.url.split("?")[0], headers))
+
+    store.client.meta.events.register("before-send.s3", record)
+    key = "raw/sentinel-2-l2a/2020-02-19/dunes/item/red.tif"
+    first, second = b"first version " * 1000, b"second version " * 1000
+    assert store.put_bytes(key, first).written
+    assert store.put_bytes(key, second).written
+    assert not store.put_bytes(key, second).written  # unchanged content: no request but HEAD
+    store.client.meta.events.unregister("before-send.s3", record)
+
+    writes = [(m, url, h) for m, url, h in sent if m != "HEAD"]
+    assert [m for m, _, _ in writes] == ["PUT", "PUT"]  # no copy, no delete
+    full = f"/{store.bucket}/pipeline/{key}"
+    assert all(url.endswith(full) for _, url, _ in writes)
+    assert not any("x-amz-copy-source" in h for _, _, h in writes)
+    assert [h["x-amz-checksum-sha256"] for _, _, h in writes] == [
+        b64_sha256(first),
+        b64_sha256(second),
+    ]
+
+    # No temporary key ever existed: the versioned bucket keeps every version and delete
+    # marker, and all of them belong to the published key.
+    versions = store.client.list_object_versions(Bucket=store.bucket)
+    keys = {v["Key"] for v in versions.get("Versions", [])} | {
+        m["Key"] for m in versions.get("DeleteMarkers", [])
+    }
+    assert keys == {f"pipeline/{key}"}
+    assert len(versions["Versions"]) == 2
+    head = store.client.head_object(
+        Bucket=store.bucket, Key=f"pipeline/{key}", ChecksumMode="ENABLED"
+    )
+    assert head["ChecksumSHA256"] == b64_sha256(second)
+    assert store.get_bytes(key) == second
+
+
+def test_s3_refuses_a_body_corrupted_on_the_way(versioned_store: S3ObjectStore) -> None:
+    store = versioned_store
+    key = "raw/sentinel-2-l2a/2020-02-19/dunes/item/nir.tif"
+    good, update = b"good " * 1000, b"update " * 1000
+    store.put_bytes(key, good)
+
+    def corrupt(request: Any, **_: Any) -> None:
+        # Before signing, so only the checksum can notice: one flipped byte.
+        data = request.data
+        body = bytearray(data.read() if hasattr(data, "read") else data)
+        body[100] ^= 0xFF
+        request.data = bytes(body)
+
+    store.client.meta.events.register("before-sign.s3.PutObject", corrupt)
+    try:
+        with pytest.raises(StorageError, match=r"BadDigest|[Cc]hecksum"):
+            store.put_bytes(key, update)
+    finally:
+        store.client.meta.events.unregister("before-sign.s3.PutObject", corrupt)
+    assert store.get_bytes(key) == good
+
+
+# --------------------------------------------------------------------------- local publish
+
+
+def test_local_failed_write_keeps_the_previous_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalObjectStore(tmp_path)
+    key = "raw/c/2020-02-19/dunes/item/red.tif"
+    store.put_bytes(key, b"previous" * 1000)
+
+    def broken_fsync(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError, match="No space left"):
+        store.put_bytes(key, b"next" * 5000)
+    monkeypatch.undo()
+    assert store.get_bytes(key) == b"previous" * 1000
+    # No temporary file is left behind, listed or not.
+    assert [p.name for p in (tmp_path / key).parent.iterdir()] == ["red.tif"]
+
+
+def test_local_published_object_has_the_usual_permissions(tmp_path: Path) -> None:
+    """Readable by whoever may read the store (the umask decides), like any created file:
+    a temporary file from mkstemp would keep 0600 through the rename."""
+    store = LocalObjectStore(tmp_path)
+    key = "raw/c/2020-02-19/dunes/item/red.tif"
+    previous = os.umask(0o022)
+    try:
+        store.put_bytes(key, b"data")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / key).stat().st_mode) == 0o644
