@@ -340,11 +340,28 @@ class TransformConfig(_Strict):
 
 
 class LateDataConfig(_Strict):
-    """The late-scene sensor: which acquisition days to watch and when an item is late."""
+    """The late-scene sensor: which acquisition days it watches and how far behind its
+    cursor it looks again. An item is late when its day was materialized without it (or
+    with other content), whatever its timestamps (see stac/late.py)."""
 
-    lookback_days: int = Field(default=30, ge=1, le=36500)
-    grace_period_hours: float = Field(default=24.0, ge=0)
+    # None: every partition day where the API filters on `updated` on the server, else
+    # the last `unfiltered_lookback_days`. A number bounds the watch in both cases.
+    lookback_days: int | None = Field(default=None, ge=1, le=36500)
+    unfiltered_lookback_days: int = Field(default=30, ge=1, le=36500)
+    # Earth Search's `updated` is not when an item became searchable: re-read this much
+    # behind the cursor every tick (repeats are recognised, never recorded twice).
+    cursor_overlap_hours: float = Field(default=72.0, ge=0)
     minimum_interval_seconds: int = Field(default=3600, ge=30)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_grace_period(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "grace_period_hours" in data:
+            raise ValueError(
+                "grace_period_hours is no longer used: an item is late when its "
+                "day was materialized without it, whatever its timestamps; remove the key"
+            )
+        return data
 
 
 class ScheduleConfig(_Strict):

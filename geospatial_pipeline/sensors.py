@@ -1,4 +1,4 @@
-"""The late-scene sensor: find items indexed after their day was processed, record them
+"""The late-scene sensor: find items a materialized day's run did not see, record them
 under late_data/{day}/ and request a run of exactly those days."""
 
 import datetime as dt
@@ -27,8 +27,21 @@ from geospatial_pipeline.layout import items_key, late_record_key
 from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
 from geospatial_pipeline.resources.storage import ObjectStoreResource
 from geospatial_pipeline.stac.itemcollection import dumps
-from geospatial_pipeline.stac.late import EPOCH, item_updated, judge, parse_time, run_key
-from geospatial_pipeline.stac.search import AoiQuery, open_client, search_updated_since
+from geospatial_pipeline.stac.late import (
+    EPOCH,
+    LateItem,
+    item_updated,
+    judge,
+    parse_time,
+    run_key,
+    watch_window,
+)
+from geospatial_pipeline.stac.search import (
+    AoiQuery,
+    filter_mode,
+    open_client,
+    search_updated_since,
+)
 
 SENSOR_NAME = "late_scenes_sensor"
 TRIGGER_TAG = "geospatial_pipeline/trigger"
@@ -50,14 +63,23 @@ def build_late_scenes_sensor(
     partitions: DailyPartitionsDefinition,
     settings: LateDataConfig,
 ) -> SensorDefinition:
+    if settings.lookback_days is not None:
+        days = f"the last {settings.lookback_days} acquisition days"
+    else:
+        days = (
+            "every partition day where the API filters on `updated` (else the last "
+            f"{settings.unfiltered_lookback_days} acquisition days)"
+        )
+
     @sensor(
         name=SENSOR_NAME,
         job=job,
         minimum_interval_seconds=settings.minimum_interval_seconds,
         description=(
-            "Polls the STAC API for items indexed after the cursor over the last "
-            f"{settings.lookback_days} acquisition days; records late ones under "
-            "late_data/{day}/ and requests one run per affected day."
+            f"Polls the STAC API for items updated since {settings.cursor_overlap_hours:g} h "
+            f"before the cursor over {days}; an item is late when its day was materialized "
+            "without it. Records late ones under late_data/{day}/ and requests one run per "
+            "affected day."
         ),
     )
     def late_scenes_sensor(
@@ -68,18 +90,26 @@ def build_late_scenes_sensor(
     ) -> SensorResult | SkipReason:
         now = dt.datetime.now(dt.UTC)
         since = parse_cursor(context.cursor)
-        start = partitions.start.date()
-        last_day = now.date()
-        first_day = max(start, last_day - dt.timedelta(days=settings.lookback_days))
         search_settings = stac.settings()
+        client = open_client(search_settings)
+        watch = watch_window(
+            today=now.date(),
+            start_date=partitions.start.date(),
+            cursor=since,
+            overlap=dt.timedelta(hours=settings.cursor_overlap_hours),
+            server_filter=filter_mode(client) != "client",
+            lookback_days=settings.lookback_days,
+            unfiltered_lookback_days=settings.unfiltered_lookback_days,
+        )
         queries = [AoiQuery(a.name, a.geojson, a.bbox) for a in scope.aoi_configs()]
         items = search_updated_since(
-            open_client(search_settings), search_settings, queries, first_day, last_day, since
+            client, search_settings, queries, watch.first_day, watch.last_day, watch.updated_after
         )
         if not items:
-            return SkipReason(f"no item indexed after {since.isoformat()}")
+            return SkipReason(f"no item {watch.describe()}")
         store = object_store.store()
 
+        @cache
         def materialized_at(day: dt.date) -> dt.datetime | None:
             records = context.instance.fetch_materializations(
                 AssetRecordsFilter(asset_key=STAC_ITEMS, asset_partitions=[day.isoformat()]),
@@ -89,6 +119,7 @@ def build_late_scenes_sensor(
 
         @cache
         def seen(day: dt.date) -> Mapping[str, str]:
+            # A materialized day whose item list is gone saw nothing we can vouch for.
             key = items_key(stac.collection, day)
             if store.head(key) is None:
                 return {}
@@ -99,34 +130,42 @@ def build_late_scenes_sensor(
             items,
             materialized_at=materialized_at,
             seen=seen,
-            grace=dt.timedelta(hours=settings.grace_period_hours),
-            first_day=first_day,
-            last_day=last_day,
+            first_day=partitions.start.date(),
+            last_day=watch.last_day,
         )
-        newest: dict[dt.date, dt.datetime] = {}
-        by_day: dict[dt.date, list[str]] = defaultdict(list)
+        by_day: dict[dt.date, list[LateItem]] = defaultdict(list)
         for late in verdict.late:
-            store.put_bytes(
-                late_record_key(late.partition, late.item_id),
-                dumps(late.record(now)),
-                "application/json",
-            )
-            by_day[late.partition].append(late.item_id)
-            newest[late.partition] = max(newest.get(late.partition, late.updated), late.updated)
+            key = late_record_key(late.partition, late.item_id)
+            # The overlap window brings recorded items back: keep the first record (and
+            # its detection time) while the content is the same.
+            if store.head(key) is None or (
+                json.loads(store.get_bytes(key)).get("fingerprint") != late.fingerprint
+            ):
+                store.put_bytes(key, dumps(late.record(now)), "application/json")
+            by_day[late.partition].append(late)
             context.log.info("late item %s for %s: %s", late.item_id, late.partition, late.reason)
         requests = [
             RunRequest(
                 partition_key=day.isoformat(),
-                run_key=run_key(day, newest[day]),
+                run_key=run_key(day, lates),
                 tags={
                     TRIGGER_TAG: SENSOR_NAME,
-                    "geospatial_pipeline/late_items": ",".join(ids)[:1000],
+                    "geospatial_pipeline/late_items": ",".join(i.item_id for i in lates)[:1000],
                 },
             )
-            for day, ids in sorted(by_day.items())
+            for day, lates in sorted(by_day.items())
         ]
         # Only now that every record is written may the cursor move past these items.
         newest_seen = max((u for u in map(item_updated, items) if u), default=since)
-        return SensorResult(run_requests=requests, cursor=make_cursor(max(newest_seen, since)))
+        cursor = make_cursor(max(newest_seen, since))
+        if not requests:
+            return SensorResult(
+                skip_reason=(
+                    f"none of the {len(items)} item(s) {watch.describe()} is late "
+                    "(seen unchanged by its day's run, or its day not materialized yet)"
+                ),
+                cursor=cursor,
+            )
+        return SensorResult(run_requests=requests, cursor=cursor)
 
     return late_scenes_sensor

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +24,15 @@ from dagster import DagsterInstance, build_sensor_context, materialize
 
 from geospatial_pipeline.config import parse_config
 from geospatial_pipeline.definitions import build_assets
-from geospatial_pipeline.errors import StacSearchError
+from geospatial_pipeline.errors import ConfigError, StacSearchError
 from geospatial_pipeline.local.stac_server import RustacStacServer
 from geospatial_pipeline.partitions import daily_partitions
 from geospatial_pipeline.resources import build_resources
 from geospatial_pipeline.sensors import build_late_scenes_sensor, parse_cursor
 from geospatial_pipeline.stac.late import judge, run_key
-from geospatial_pipeline.stac.search import content_fingerprint, day_window
+from geospatial_pipeline.stac.search import content_fingerprint
 from tests.conftest import REPO
+from tests.stac_query_proxy import query_proxy
 from tests.test_e2e import list_objects, s3_env
 
 DAY = "2020-03-02"
@@ -38,26 +40,39 @@ TILES = ("32TMT", "32TNT", "32UMU", "32UNU")
 BUCKET = "late-data"
 
 
-def _config(stac_url: str, s3: Any, db: Path) -> dict[str, Any]:
-    return {
+def _config(
+    stac_url: str,
+    s3: Any,
+    db: Path,
+    *,
+    prefix: str = "pipeline",
+    late_data: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    doc = {
         "stac": {"api_url": stac_url, "page_size": 5, "max_retries": 1, "timeout_s": 5},
         "aois": [{"name": "upper-rhine", "bbox": [9.0, 47.0, 10.0, 48.0]}],
         "bands": ["red", "nir", "scl"],
         "partitions": {"start_date": "2020-03-01"},
-        "storage": {"url": f"s3://{BUCKET}/pipeline", "endpoint_url": s3.endpoint_url},
+        "storage": {"url": f"s3://{BUCKET}/{prefix}", "endpoint_url": s3.endpoint_url},
         "warehouse": {"kind": "duckdb", "path": str(db)},
         # The recordings' band files are not in ../shared/data: the slice stops at metadata.
         "transform": {"enabled": False},
-        "late_data": {"lookback_days": 3650, "grace_period_hours": 24},
+        # rustac cannot filter on `updated`: without a lookback the sensor would watch 30 days.
+        "late_data": {"lookback_days": 3650},
     }
+    if late_data is not None:
+        doc["late_data"] = late_data
+    if not doc["late_data"]:
+        del doc["late_data"]  # the defaults, exactly as a config without the section
+    return doc
 
 
 def _items(
-    real_items: dict[str, dict[str, Any]], sequence: str, source: str
+    real_items: dict[str, dict[str, Any]], sequence: str, source: str, day: str = DAY
 ) -> list[dict[str, Any]]:
     out = []
     for tile in TILES:
-        item = copy.deepcopy(real_items[f"S2A_{tile}_20200302_{sequence}_L2A"])
+        item = copy.deepcopy(real_items[f"S2A_{tile}_{day.replace('-', '')}_{sequence}_L2A"])
         for asset in item["assets"].values():
             # The real files of these scenes are not available offline: point the bands at
             # the source bucket's 29RKH files (no overlap with this AOI -> no windows).
@@ -119,11 +134,11 @@ def _tick(world: dict[str, Any], cursor: str | None) -> tuple[list[Any], str | N
     return requests, new_cursor, result
 
 
-def _materialize(world: dict[str, Any]) -> None:
+def _materialize(world: dict[str, Any], day: str = DAY) -> None:
     config = world["config"]
     result = materialize(
         build_assets(config),
-        partition_key=DAY,
+        partition_key=day,
         resources=build_resources(config),
         instance=world["instance"],
     )
@@ -158,7 +173,7 @@ def test_late_reprocessed_items_trigger_exactly_one_backfill(
         dt.datetime.fromisoformat(i["properties"]["updated"].replace("Z", "+00:00"))
         for i in world["reprocessed"]
     )
-    assert requests[0].run_key == run_key(dt.date(2020, 3, 2), newest)
+    assert requests[0].run_key.startswith(f"late-scenes:{DAY}:{newest.isoformat()}:")
     assert parse_cursor(cursor_2) == newest
 
     objects = list_objects(s3_server, BUCKET)
@@ -168,7 +183,7 @@ def test_late_reprocessed_items_trigger_exactly_one_backfill(
     record = json.loads(client.get_object(Bucket=BUCKET, Key=records[0])["Body"].read())
     assert record["intended_partition"] == DAY
     assert record["arrived_at"].startswith("2023-10-13")
-    assert "after the end of 2020-03-02" in record["reason"]
+    assert f"not among the 4 item(s) the run of {DAY}" in record["reason"]
     assert record["item"]["id"] == "S2A_32TMT_20200302_1_L2A"
 
     # The same evaluation through the code location and the instance on disk.
@@ -176,9 +191,15 @@ def test_late_reprocessed_items_trigger_exactly_one_backfill(
     assert "Sensor returning run requests for 1 run(s)" in preview, preview
     assert all(f"late item S2A_{t}_20200302_1_L2A for {DAY}" in preview for t in TILES)
 
-    # Next tick, and a restarted sensor with the same cursor: nothing new.
-    assert _tick(world, cursor_2)[0] == []
-    assert _tick(world, cursor_2)[0] == []
+    # Next tick, and a restarted sensor with the same cursor: the overlap window brings the
+    # same items back before the backfill ran; same run key (Dagster launches it once) and
+    # the records are kept as first written.
+    written = {k: client.get_object(Bucket=BUCKET, Key=k)["Body"].read() for k in records}
+    for _ in range(2):
+        again, cursor_again, _ = _tick(world, cursor_2)
+        assert [(r.partition_key, r.run_key) for r in again] == [(DAY, requests[0].run_key)]
+        assert cursor_again == cursor_2
+    assert written == {k: client.get_object(Bucket=BUCKET, Key=k)["Body"].read() for k in records}
 
     # The requested backfill replaces the older version: the _1_ items only, once each.
     _materialize(world)
@@ -244,53 +265,49 @@ def _last_body_bbox(state: Any) -> Any:
     return state.requests[-1][2].get("bbox") if state.requests else None
 
 
-def test_grace_period_edges(real_items: dict[str, dict[str, Any]]) -> None:
-    base = real_items["S2A_32TMT_20200305_0_L2A"]
-    _, day_end = day_window(dt.date(2020, 3, 5))
-    grace = dt.timedelta(hours=24)
+def test_late_means_not_seen_by_the_days_run(real_items: dict[str, dict[str, Any]]) -> None:
+    """The rule on the real twins of 2020-03-05: timestamps do not matter, what the day's
+    run saw does. A superseded twin the run saw is not late; a new twin is."""
+    old, new = real_items["S2A_32TMT_20200305_0_L2A"], real_items["S2A_32TMT_20200305_1_L2A"]
+    changed = copy.deepcopy(old)
+    changed["properties"]["eo:cloud_cover"] = 12.5
+    day = dt.date(2020, 3, 5)
+    # The run of the day saw the _0_ item (and deduped it away in favour of nothing newer).
+    run_saw = {old["id"]: content_fingerprint(old)}
+    processed = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)  # long after every `updated`
 
-    def item(offset: dt.timedelta, item_id: str) -> dict[str, Any]:
-        out = copy.deepcopy(base)
-        out["id"] = item_id
-        out["properties"]["updated"] = (day_end + grace + offset).isoformat()
-        return out
+    def verdict(items: list[dict[str, Any]], materialized: bool) -> Any:
+        return judge(
+            items,
+            materialized_at=lambda d: processed if materialized and d == day else None,
+            seen=lambda d: run_saw if d == day else {},
+            first_day=dt.date(2020, 3, 1),
+            last_day=dt.date(2020, 3, 31),
+        )
 
-    inside = item(-dt.timedelta(seconds=1), "inside")
-    outside = item(dt.timedelta(seconds=1), "outside")
-    verdict = judge(
-        [inside, outside],
-        materialized_at=lambda d: None,
-        seen=lambda d: {},
-        grace=grace,
-        first_day=dt.date(2020, 3, 1),
-        last_day=dt.date(2020, 3, 31),
-    )
-    assert [i.item_id for i in verdict.late] == ["outside"]
-    assert verdict.not_late == [{"id": "inside", "why": "within the grace period"}]
+    seen_twice = verdict([old], materialized=True)
+    assert seen_twice.late == []
+    assert seen_twice.not_late == [{"id": old["id"], "why": f"seen unchanged by the run of {day}"}]
 
-    # Materialized before the item arrived: late even inside the grace period.
-    processed = day_end + dt.timedelta(hours=6)
-    verdict = judge(
-        [inside],
-        materialized_at=lambda d: processed,
-        seen=lambda d: {},
-        grace=grace,
-        first_day=dt.date(2020, 3, 1),
-        last_day=dt.date(2020, 3, 31),
-    )
-    assert [i.item_id for i in verdict.late] == ["inside"]
-    assert "after its partition" in verdict.late[0].reason
+    twin = verdict([new], materialized=True)
+    assert [(i.item_id, i.partition) for i in twin.late] == [(new["id"], day)]
+    assert twin.late[0].reason.startswith(f"not among the 1 item(s) the run of {day}")
+    assert twin.late[0].fingerprint == content_fingerprint(new)
 
-    # Seen by the day's run with the same content: a re-publication, never late.
-    verdict = judge(
-        [outside],
-        materialized_at=lambda d: processed,
-        seen=lambda d: {"outside": content_fingerprint(outside)},
-        grace=grace,
-        first_day=dt.date(2020, 3, 1),
-        last_day=dt.date(2020, 3, 31),
-    )
-    assert verdict.late == [] and verdict.not_late[0]["why"] == "unchanged re-publication"
+    edited = verdict([changed], materialized=True)
+    assert [i.item_id for i in edited.late] == [old["id"]]
+    assert edited.late[0].reason.startswith("content differs from the version")
+
+    # A day never materialized: its own run will get the item.
+    assert verdict([new], materialized=False).late == []
+
+    # Run keys: same items -> same key; another item with the same `updated` -> another key.
+    tie = copy.deepcopy(new)
+    tie["id"] = "S2A_32TNT_20200305_1_L2A"
+    both = verdict([new, tie], materialized=True).late
+    assert run_key(day, twin.late) == run_key(day, verdict([new], materialized=True).late)
+    assert run_key(day, both) != run_key(day, twin.late)
+    assert run_key(day, both).startswith("late-scenes:2020-03-05:2024-06-29T14:41:57.577000+00:00:")
 
 
 def _preview(world: dict[str, Any], s3: Any, cursor: str) -> str:
@@ -366,3 +383,213 @@ def test_reconciliation_reports_gaps_both_ways(world: dict[str, Any]) -> None:
         ("2020-03-02", 3, 4, [], ["S2A_32UNU_20200302_1_L2A"]),
         ("2020-03-03", 1, 0, ["S2A_32TMT_20200303_1_L2A"], []),
     ]
+
+
+@contextmanager
+def _fresh_world(
+    tmp_path: Path,
+    s3: Any,
+    items: list[dict[str, Any]],
+    collection: dict[str, Any],
+    *,
+    late_data: dict[str, Any] | None,
+    server_filters_updated: bool,
+) -> Iterator[dict[str, Any]]:
+    """A world of its own (catalog, storage prefix, warehouse, Dagster instance).
+    ``server_filters_updated``: the API declares `query` and filters on `updated` like
+    Earth Search (rustac behind a proxy that adds the extension); else plain rustac."""
+    s3.create_bucket(BUCKET)
+    db = tmp_path / "w.duckdb"
+    with RustacStacServer(items, [collection]) as server, s3_env(s3), ExitStack() as stack:
+        url, proxy = server.url, None
+        if server_filters_updated:
+            url, proxy = stack.enter_context(query_proxy(server.url))
+        doc = _config(url, s3, db, prefix=tmp_path.name, late_data=late_data)
+        (tmp_path / "home").mkdir()
+        with DagsterInstance.local_temp(str(tmp_path / "home")) as instance:
+            yield {
+                "server": server,
+                "proxy": proxy,
+                "config": parse_config(doc),
+                "instance": instance,
+                "db": db,
+                "prefix": tmp_path.name,
+                "collection": collection,
+            }
+
+
+def _records(s3: Any, world: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    client = s3.boto3_client()
+    prefix = f"{world['prefix']}/late_data/"
+    return {
+        key[len(prefix) :]: json.loads(client.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+        for key in list_objects(s3, BUCKET)
+        if key.startswith(prefix)
+    }
+
+
+def test_item_searchable_after_the_days_search_is_late(
+    s3_server: Any,
+    source_bucket: str,
+    real_items: dict[str, dict[str, Any]],
+    real_collection: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """Indexed 6 h after its day (long before the day's run) but searchable only after the
+    run's search: its `updated` is earlier than the materialization and inside what used
+    to be the grace period, yet the run never saw it."""
+    first = _items(real_items, "0", source_bucket)
+    nrt = _items(real_items, "1", source_bucket)[0]
+    nrt["properties"]["created"] = nrt["properties"]["updated"] = "2020-03-03T06:00:00Z"
+    with _fresh_world(
+        tmp_path,
+        s3_server,
+        first,
+        real_collection,
+        late_data={"lookback_days": 3650},
+        server_filters_updated=False,
+    ) as world:
+        _materialize(world)
+        world["server"].restart_with([*first, nrt])
+        requests, _, _ = _tick(world, None)
+        assert [r.partition_key for r in requests] == [DAY]
+        assert requests[0].tags["geospatial_pipeline/late_items"] == nrt["id"]
+        records = _records(s3_server, world)
+        assert list(records) == [f"{DAY}/{nrt['id']}.json"]
+        record = records[f"{DAY}/{nrt['id']}.json"]
+        assert record["arrived_at"] == "2020-03-03T06:00:00+00:00"
+        assert record["item"]["id"] == nrt["id"]
+        assert record["fingerprint"] == content_fingerprint(record["item"])
+        assert f"not among the 4 item(s) the run of {DAY}" in record["reason"]
+
+
+def test_item_updated_before_the_cursor_is_still_found(
+    s3_server: Any,
+    source_bucket: str,
+    real_items: dict[str, dict[str, Any]],
+    real_collection: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """Real timestamps: the 2020-03-05 `_0_` item of 32UNU was indexed at 07:25 on
+    2022-11-06, hours before items that moved the cursor to 11:09; it becomes searchable
+    only after that tick. The overlap window behind the cursor still finds it."""
+    late_day = "2020-03-05"
+    *visible, hidden = [
+        *_items(real_items, "0", source_bucket),
+        *_items(real_items, "0", source_bucket, late_day),
+    ]
+    assert hidden["id"] == "S2A_32UNU_20200305_0_L2A"
+    with _fresh_world(
+        tmp_path,
+        s3_server,
+        visible,
+        real_collection,
+        late_data={"lookback_days": 3650},
+        server_filters_updated=False,
+    ) as world:
+        _materialize(world, DAY)
+        _materialize(world, late_day)
+        requests, cursor, _ = _tick(world, None)
+        assert requests == []
+        assert parse_cursor(cursor) == dt.datetime(2022, 11, 6, 11, 9, 42, 477000, tzinfo=dt.UTC)
+
+        world["server"].restart_with([*visible, hidden])
+        requests, cursor_2, _ = _tick(world, cursor)
+        assert [r.partition_key for r in requests] == [late_day]
+        assert requests[0].tags["geospatial_pipeline/late_items"] == hidden["id"]
+        assert list(_records(s3_server, world)) == [f"{late_day}/{hidden['id']}.json"]
+        assert parse_cursor(cursor_2) == parse_cursor(cursor)  # never moves back
+
+
+def test_reprocessing_years_later_found_with_default_settings(
+    s3_server: Any,
+    source_bucket: str,
+    real_items: dict[str, dict[str, Any]],
+    real_collection: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """No late_data section at all, an API that filters on `updated` like Earth Search:
+    2020-03-02 processed from the `_0_` items, ESA's `_1_` reprocessing (indexed October
+    2023, 3.5 years after the day) is found."""
+    first = _items(real_items, "0", source_bucket)
+    reprocessed = _items(real_items, "1", source_bucket)
+    with _fresh_world(
+        tmp_path, s3_server, first, real_collection, late_data={}, server_filters_updated=True
+    ) as world:
+        _materialize(world)
+        requests, cursor, first_tick = _tick(world, None)
+        assert requests == []
+
+        world["server"].restart_with([*first, *reprocessed])
+        world["proxy"].searches.clear()
+        requests, _, _ = _tick(world, cursor)
+        assert [r.partition_key for r in requests] == [DAY]
+        assert sorted(_records(s3_server, world)) == sorted(
+            f"{DAY}/{i['id']}.json" for i in reprocessed
+        )
+        # What went to the server: every day from start_date, updated since cursor - 72 h.
+        search = world["proxy"].searches[0]
+        assert all("next" in later for later in world["proxy"].searches[1:])
+        assert search["datetime"].startswith("2020-03-01T00:00:00Z/")
+        assert search["query"] == {"updated": {"gt": "2022-11-03T10:55:22.682000Z"}}
+    # The tick before the reprocessing said what it watched.
+    message = first_tick.skip_reason.skip_message
+    assert "acquired 2020-03-01.." in message
+    assert "(every partition day from partitions.start_date)" in message
+    assert "filtered on the server" in message
+
+
+@pytest.mark.parametrize(
+    ("filters", "late_data", "bound"),
+    [
+        (True, {"lookback_days": 30}, "lookback of late_data.lookback_days=30"),
+        (False, {}, "lookback of late_data.unfiltered_lookback_days=30: the API declares"),
+    ],
+    ids=["configured-lookback", "api-cannot-filter"],
+)
+def test_bounded_lookback_says_which_window_it_searched(
+    s3_server: Any,
+    source_bucket: str,
+    real_items: dict[str, dict[str, Any]],
+    real_collection: dict[str, Any],
+    tmp_path: Path,
+    filters: bool,
+    late_data: dict[str, Any],
+    bound: str,
+) -> None:
+    items = [*_items(real_items, "0", source_bucket), *_items(real_items, "1", source_bucket)]
+    with _fresh_world(
+        tmp_path,
+        s3_server,
+        items,
+        real_collection,
+        late_data=late_data,
+        server_filters_updated=filters,
+    ) as world:
+        today = dt.datetime.now(dt.UTC).date()
+        requests, _, result = _tick(world, '{"updated_after": "2023-01-01T00:00:00+00:00"}')
+    assert requests == []
+    message = result.skip_message
+    assert f"acquired {today - dt.timedelta(days=30)}..{today} ({bound}" in message
+    assert "updated after 2022-12-29T00:00:00+00:00" in message
+    assert "cursor 2023-01-01T00:00:00+00:00 minus the 72 h overlap" in message
+    assert ("filtered on the server" if filters else "filtered on the client") in message
+
+
+def test_removed_grace_period_is_rejected_by_name(tmp_path: Path) -> None:
+    doc = {
+        "aois": [{"name": "upper-rhine", "bbox": [9.0, 47.0, 10.0, 48.0]}],
+        "partitions": {"start_date": "2020-03-01"},
+        "storage": {"url": str(tmp_path / "store")},
+        "warehouse": {"kind": "duckdb", "path": str(tmp_path / "w.duckdb")},
+        "late_data": {"grace_period_hours": 24},
+    }
+    with pytest.raises(ConfigError, match=r"late_data: grace_period_hours is no longer used"):
+        parse_config(doc)
+    del doc["late_data"]
+    late = parse_config(doc).late_data
+    assert (late.lookback_days, late.unfiltered_lookback_days, late.cursor_overlap_hours) == (
+        None,
+        30,
+        72.0,
+    )

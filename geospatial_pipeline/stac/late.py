@@ -1,20 +1,24 @@
-"""Late-arriving and reprocessed scenes: which newly indexed items make a processed day
-incomplete.
+"""Late-arriving and reprocessed scenes: which items make an already processed day
+incomplete, and which window of the catalog the sensor watches.
 
-An item is *late* when its acquisition day's partition was materialized before the item's
-``updated`` time, or when it was indexed more than the grace period after the end of its
-day. An item the day's search already saw with the same content (a re-publication with a
-new ``updated`` stamp) is never late.
+An item is *late* when its acquisition day was materialized and the day's run did not see
+it, or saw different content, whatever its timestamps: Earth Search's ``updated`` is when
+the item was indexed, not when it became searchable, so an item can appear after the day's
+search with an ``updated`` older than the materialization (or than the sensor's cursor).
+The run's own record of what it saw (``seen`` in the day's persisted ItemCollection, every
+item the search returned, superseded and filtered ones included) is the reference. An item
+of a day that was never materialized is not late: the day's normal run will pick it up.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from geospatial_pipeline.stac.search import content_fingerprint, day_window
+from geospatial_pipeline.stac.search import content_fingerprint
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -37,10 +41,68 @@ def item_day(item: Mapping[str, Any]) -> dt.date | None:
 
 
 @dataclass(frozen=True)
+class Watch:
+    """What one sensor tick asks the catalog for."""
+
+    first_day: dt.date
+    last_day: dt.date
+    cursor: dt.datetime
+    overlap: dt.timedelta
+    server_filter: bool  # the API filters on `updated` itself (query or CQL2 filter)
+    bound: str  # where first_day comes from, in words
+
+    @property
+    def updated_after(self) -> dt.datetime:
+        # Looking again behind the cursor catches items that became searchable after an
+        # item with a newer `updated` moved the cursor.
+        return max(EPOCH, self.cursor - self.overlap)
+
+    def describe(self) -> str:
+        where = "on the server" if self.server_filter else "on the client"
+        hours = self.overlap.total_seconds() / 3600
+        return (
+            f"acquired {self.first_day.isoformat()}..{self.last_day.isoformat()} "
+            f"({self.bound}) and updated after {self.updated_after.isoformat()} "
+            f"(cursor {self.cursor.isoformat()} minus the {hours:g} h overlap, "
+            f"filtered {where})"
+        )
+
+
+def watch_window(
+    *,
+    today: dt.date,
+    start_date: dt.date,
+    cursor: dt.datetime,
+    overlap: dt.timedelta,
+    server_filter: bool,
+    lookback_days: int | None,
+    unfiltered_lookback_days: int,
+) -> Watch:
+    """Every partition day where the API filters on ``updated`` (a tick then downloads only
+    what changed); a bounded lookback where it cannot (a tick downloads every item of the
+    watched days) or where the configuration asks for one."""
+    if lookback_days is not None:
+        first = max(start_date, today - dt.timedelta(days=lookback_days))
+        bound = f"lookback of late_data.lookback_days={lookback_days}"
+    elif server_filter:
+        first = start_date
+        bound = "every partition day from partitions.start_date"
+    else:
+        first = max(start_date, today - dt.timedelta(days=unfiltered_lookback_days))
+        bound = (
+            f"lookback of late_data.unfiltered_lookback_days={unfiltered_lookback_days}: "
+            "the API declares neither the query nor the filter extension, so it cannot "
+            "filter on `updated` and older days are not watched"
+        )
+    return Watch(first, today, cursor, overlap, server_filter, bound)
+
+
+@dataclass(frozen=True)
 class LateItem:
     item_id: str
     partition: dt.date
     updated: dt.datetime
+    fingerprint: str
     reason: str
     item: dict[str, Any]
 
@@ -50,6 +112,7 @@ class LateItem:
             "intended_partition": self.partition.isoformat(),
             "arrived_at": self.updated.isoformat(),
             "detected_at": detected_at.isoformat(),
+            "fingerprint": self.fingerprint,
             "reason": self.reason,
             "item": self.item,
         }
@@ -66,10 +129,11 @@ def judge(
     *,
     materialized_at: Callable[[dt.date], dt.datetime | None],
     seen: Callable[[dt.date], Mapping[str, str]],
-    grace: dt.timedelta,
     first_day: dt.date,
     last_day: dt.date,
 ) -> Judgement:
+    """``seen(day)`` maps every item id the day's latest run saw to its content
+    fingerprint; it is only asked for days that were materialized."""
     late: list[LateItem] = []
     not_late: list[dict[str, str]] = []
     for item in items:
@@ -81,29 +145,32 @@ def judge(
         if not first_day <= day <= last_day:
             not_late.append({"id": item_id, "why": f"day {day} outside the partitions"})
             continue
-        if seen(day).get(item_id) == content_fingerprint(item):
-            not_late.append({"id": item_id, "why": "unchanged re-publication"})
-            continue
         processed = materialized_at(day)
-        _, day_end = day_window(day)
-        if processed is not None and processed < updated:
-            reason = (
-                f"indexed at {updated.isoformat()}, after its partition {day} was "
-                f"materialized at {processed.isoformat()}"
-            )
-        elif updated - day_end > grace:
-            hours = (updated - day_end).total_seconds() / 3600
-            reason = (
-                f"indexed {hours:.1f} h after the end of {day} "
-                f"(grace period {grace.total_seconds() / 3600:g} h)"
-            )
-        else:
-            not_late.append({"id": item_id, "why": "within the grace period"})
+        if processed is None:
+            not_late.append({"id": item_id, "why": f"{day} not materialized yet"})
             continue
-        late.append(LateItem(item_id, day, updated, reason, item))
+        fingerprint = content_fingerprint(item)
+        used = seen(day)
+        if used.get(item_id) == fingerprint:
+            # Also covers a superseded twin the run saw and deduped away.
+            not_late.append({"id": item_id, "why": f"seen unchanged by the run of {day}"})
+            continue
+        run = f"the run of {day} (materialized at {processed.isoformat()})"
+        if item_id in used:
+            reason = f"content differs from the version {run} saw"
+        else:
+            reason = f"not among the {len(used)} item(s) {run} saw"
+        reason += f"; indexed at {updated.isoformat()}"
+        late.append(LateItem(item_id, day, updated, fingerprint, reason, item))
     return Judgement(sorted(late, key=lambda i: (i.partition, i.item_id)), not_late)
 
 
-def run_key(partition: dt.date, newest_update: dt.datetime) -> str:
-    """Same partition and same newest arrival -> same key: Dagster launches it once."""
-    return f"late-scenes:{partition.isoformat()}:{newest_update.astimezone(dt.UTC).isoformat()}"
+def run_key(partition: dt.date, items: Sequence[LateItem]) -> str:
+    """Same day and same late items (ids and content) -> same key: Dagster launches it
+    once however often the overlap window brings them back. A new item, even one whose
+    ``updated`` ties an earlier one's, gives a new key."""
+    newest = max(i.updated for i in items).astimezone(dt.UTC)
+    digest = hashlib.sha256(
+        "\n".join(sorted(f"{i.item_id}={i.fingerprint}" for i in items)).encode("utf-8")
+    ).hexdigest()[:16]
+    return f"late-scenes:{partition.isoformat()}:{newest.isoformat()}:{digest}"
