@@ -3,20 +3,52 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# Overridable so a checkout can keep ../shared elsewhere (and so the CI rule is testable).
+SHARED_DATA = Path(os.environ.get("GEOSPATIAL_SHARED_DATA") or REPO.parent / "shared" / "data")
 EARTH_SEARCH = SHARED_DATA / "earth-search-v1"
 S2_COGS = SHARED_DATA / "sentinel-2-cogs" / "S2A_29RKH_20200219_0_L2A"
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1")
+
+
+def missing_shared_data() -> str | None:
+    """Why the real recordings are unusable, or None when they are all there."""
+    missing = [str(p) for p in (EARTH_SEARCH, S2_COGS) if not p.is_dir()]
+    if missing:
+        return f"shared recordings not found ({', '.join(missing)})"
+    return None
+
+
 def require_shared_data() -> None:
-    if not EARTH_SEARCH.is_dir():
-        pytest.skip(f"shared recordings not found at {SHARED_DATA}")
+    problem = missing_shared_data()
+    if problem is None:
+        return
+    if in_ci():
+        # In CI a skip would let the run pass without testing anything on real data.
+        pytest.fail(f"{problem}; CI=true forbids skipping tests that need it", pytrace=False)
+    pytest.skip(problem)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """With CI=true a missing ../shared fails the whole run at once, also for the tests
+    that check for it on their own, before anything is skipped."""
+    problem = missing_shared_data()
+    if problem is not None and in_ci():
+        pytest.exit(
+            f"{problem}. CI=true: the tests that need ../shared/data would be skipped and the "
+            "run would pass without them. Check ../shared out beside the repository "
+            "(or point GEOSPATIAL_SHARED_DATA at its data directory).",
+            returncode=1,
+        )
 
 
 @pytest.fixture(scope="session")
