@@ -96,7 +96,11 @@ class Extraction:
                         {f"{f.band}{f' ({f.aoi})' if f.aoi else ''}: {f.reason}" for f in faults}
                     )
                 ),
-                "faults": [f.as_dict() for f in faults],
+                # Sorted: threads finish in any order, the manifest must not change with it.
+                "faults": sorted(
+                    (f.as_dict() for f in faults),
+                    key=lambda d: (d["aoi"] or "", d["band"], d["reason"]),
+                ),
             }
             for item_id, faults in sorted(self.quarantined.items())
         ]
@@ -188,7 +192,9 @@ def _run_task(
     store: ObjectStore,
     options: Mapping[str, Any],
     session: Session | None,
-) -> BandResult:
+    quarantined: Callable[[str], bool] = lambda item_id: False,
+) -> BandResult | None:
+    """Cut and publish one window; None when its item was quarantined meanwhile."""
     start = time.perf_counter()
     data = _read(task, aoi, options, session)
     read_s = time.perf_counter() - start
@@ -199,6 +205,8 @@ def _run_task(
     if not check.valid:
         # Never publish an object downstream consumers would reject.
         raise RasterError(f"encoded COG for {task.key} is invalid: {check.errors}")
+    if quarantined(task.item_id):
+        return None  # spare the write; its objects would be removed again anyway
     put = store.put_bytes(task.key, cog, COG_CONTENT_TYPE)
     win = data.window
     return BandResult(
@@ -258,10 +266,12 @@ def extract_band_windows(
     lock = threading.Lock()
 
     def run(task: BandTask) -> BandResult | None:
-        if task.item_id in failed:  # the item is quarantined already: spare the reads
-            return None
+        # Every task is read even once its item failed: which faults are listed must not
+        # depend on which thread came first, or a re-run would rewrite the manifest.
         try:
-            return _run_task(task, aois[task.aoi], store, gdal_options, session)
+            return _run_task(
+                task, aois[task.aoi], store, gdal_options, session, failed.__contains__
+            )
         except SourceFault as fault:
             with lock:
                 failed[task.item_id].append(
