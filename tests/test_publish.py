@@ -34,7 +34,7 @@ from geospatial_pipeline.resources import build_resources
 from geospatial_pipeline.resources.storage import ObjectStoreResource
 from geospatial_pipeline.resources.warehouse import DuckDBWarehouse
 from geospatial_pipeline.storage.object_store import LocalObjectStore, S3ObjectStore
-from geospatial_pipeline.warehouse.tables import SCENE_METADATA
+from geospatial_pipeline.warehouse.tables import PRODUCT_CATALOG, SCENE_METADATA
 from tests.test_e2e import DAY, ITEM, list_objects, pipeline_config, s3_env
 
 CLOUDY = f"{ITEM}-cloudy"
@@ -125,6 +125,68 @@ def test_rows_never_point_at_deleted_objects(
     raw = {k for k in list_objects(s3_server, bucket) if k.startswith("pipeline/raw/")}
     assert raw == {f"pipeline/{key}" for _, _, keys in rows for key in keys}
     assert not any(CLOUDY in k for k in raw)
+
+
+def committed_products(db: Path) -> list[tuple[str, str, str, str]]:
+    with duckdb.connect(str(db), read_only=True) as con:
+        return [
+            tuple(r)
+            for r in con.execute(
+                "SELECT item_id, aoi, product, object_key FROM product_catalog "
+                "ORDER BY item_id, aoi, product"
+            ).fetchall()
+        ]
+
+
+def test_product_rows_never_point_at_deleted_products(
+    s3_server: Any, stac_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = "dest-publish-products"
+    s3_server.create_bucket(bucket)
+    db = tmp_path / "w.duckdb"
+    config = pipeline_config(
+        stac_api,
+        s3_server,
+        bucket,
+        {"kind": "duckdb", "path": str(db)},
+        # The source files' own 100 m grid keeps the transform small.
+        transform={"resolution": 100, "crs": "EPSG:32629", "grid_anchor": [80, 20]},
+    )
+    with s3_env(s3_server):
+        assert run(config).success
+    rows = committed_products(db)
+    assert {item for item, *_ in rows} == {ITEM, CLOUDY, "composite"}
+
+    stricter = config.model_copy(
+        update={"stac": config.stac.model_copy(update={"max_cloud_cover": 50})}
+    )
+    original = DuckDBWarehouse.replace_partition
+
+    def failing(self: Any, table: Any, partition_value: Any, new_rows: Any) -> int:
+        if table.name == PRODUCT_CATALOG.name:
+            raise RuntimeError("warehouse unavailable")
+        return original(self, table, partition_value, new_rows)
+
+    monkeypatch.setattr(DuckDBWarehouse, "replace_partition", failing)
+    with s3_env(s3_server):
+        assert not run(stricter).success
+    assert committed_products(db) == rows  # the failed run committed no product rows
+    objects = list_objects(s3_server, bucket)
+    for item, aoi, product, key in rows:
+        assert f"pipeline/{key}" in objects, f"row {item}/{aoi}/{product} points at deleted {key}"
+
+    monkeypatch.setattr(DuckDBWarehouse, "replace_partition", original)
+    with s3_env(s3_server):
+        fixed = run(stricter)
+    assert fixed.success
+    assert {e.check_name: e.passed for e in fixed.get_asset_check_evaluations()}[
+        "products_reconcile"
+    ]
+    rows = committed_products(db)
+    assert {item for item, *_ in rows} == {ITEM, "composite"}
+    processed = {k for k in list_objects(s3_server, bucket) if k.startswith("pipeline/processed/")}
+    assert not any(CLOUDY in k for k in processed)
+    assert {f"pipeline/{key}" for *_, key in rows} <= processed
 
 
 # --------------------------------------------------------------------------- S3 publish

@@ -26,7 +26,7 @@ from geospatial_pipeline.assets.transform import (
     load_products_manifest,
 )
 from geospatial_pipeline.errors import PipelineError
-from geospatial_pipeline.layout import processed_prefix
+from geospatial_pipeline.layout import day_catalog_key, processed_prefix
 from geospatial_pipeline.partitions import BACKFILL_POLICY, partition_day
 from geospatial_pipeline.raster.cog import gdal_env
 from geospatial_pipeline.raster.scene import strip_rows
@@ -247,12 +247,26 @@ def build_datamart_assets(
         manifest = load_products_manifest(object_store, stac.collection, context.partition_key)
         rows = product_rows(day, manifest["products"])
         written = warehouse.replace_partition(PRODUCT_CATALOG, day, rows)
+        # Only now that the rows are committed may the objects no product references go.
+        store = object_store.store()
+        referenced = {day_catalog_key(stac.collection, day)} | {
+            key
+            for product in manifest["products"]
+            for key in (product["stac_item_key"], *(e["key"] for e in product["layers"]))
+        }
+        removed = sorted(
+            o.key
+            for o in store.list(processed_prefix(stac.collection, day))
+            if o.key not in referenced
+        )
+        for key in removed:
+            store.delete(key)
         stored = {
             r["object_key"]: r["bytes"] for r in warehouse.fetch_partition(PRODUCT_CATALOG, day)
         }
         actual = {
             o.key: o.size
-            for o in object_store.store().list(processed_prefix(stac.collection, day))
+            for o in store.list(processed_prefix(stac.collection, day))
             if o.key.endswith(".tif")
         }
         orphans = sorted(set(actual) - set(stored))
@@ -262,6 +276,7 @@ def build_datamart_assets(
             metadata={
                 "rows": written,
                 "table": PRODUCT_CATALOG.name,
+                "objects_removed": len(removed),
                 "warehouse": warehouse.describe(),
                 "bytes": sum(r["bytes"] for r in rows),
             },

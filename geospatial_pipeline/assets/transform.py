@@ -29,7 +29,6 @@ from geospatial_pipeline.deployment import heavy_op_tags
 from geospatial_pipeline.layout import (
     PRODUCTS_ROOT,
     day_catalog_key,
-    processed_prefix,
     product_dir,
     products_manifest_key,
 )
@@ -331,14 +330,9 @@ def build_transform_assets(partitions: DailyPartitionsDefinition) -> list[Assets
                 )
                 item_keys.append(item_key)
 
-            published = {e["key"] for p in products for e in p["layers"]} | set(item_keys)
-            prefix = processed_prefix(collection, day)
+            # Products of scenes that left the day stay until product_catalog has committed
+            # rows without them: a failure in between never leaves a row without its object.
             catalog_key = day_catalog_key(collection, day)
-            stale = [
-                o.key for o in store.list(prefix) if o.key not in published and o.key != catalog_key
-            ]
-            for key in stale:
-                store.delete(key)
             store.put_bytes(
                 catalog_key,
                 dumps(
@@ -377,7 +371,6 @@ def build_transform_assets(partitions: DailyPartitionsDefinition) -> list[Assets
                 "objects": len(layers),
                 "bytes": sum(e["bytes"] for e in layers),
                 "stac_items": len(item_keys),
-                "stale_deleted": len(stale),
                 "catalog": store.url(PRODUCTS_ROOT),
                 "offset_decisions": MetadataValue.json(
                     [{"item": p["item_id"], "aoi": p["aoi"], **p["decision"]} for p in scenes]
