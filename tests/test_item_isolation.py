@@ -286,3 +286,46 @@ def test_an_unreachable_endpoint_fails_the_run(tmp_path: Path) -> None:
         )
     assert not isinstance(info.value, SourceFault)
     assert "127.0.0.1:9" in str(info.value)
+
+
+def test_a_day_on_which_every_item_fails_is_refused_and_keeps_its_rows(
+    s3_server: Any, rkh_item: dict[str, Any], real_collection: dict[str, Any], tmp_path: Path
+) -> None:
+    """A source fault that hits every item (here: the red asset moved for all of them) must
+    not replace the day's landed rows and objects with nothing."""
+    bucket = "dest-all-failed"
+    s3_server.create_bucket(bucket)
+    db = tmp_path / "w.duckdb"
+    moved = copy.deepcopy(rkh_item)
+    moved["assets"]["red"]["href"] = f"s3://{SOURCE_BUCKET}/{BROKEN_PREFIX}/moved/B04.tif"
+    with s3_env(s3_server):
+        with RustacStacServer([rkh_item], [real_collection]) as server:
+            config = pipeline_config(
+                server.url, s3_server, bucket, {"kind": "duckdb", "path": str(db)}
+            )
+            assert run(config, AssetSelection.all()).success
+        landed = rows(db)
+        objects = list_objects(s3_server, bucket)
+        assert landed and objects
+        with RustacStacServer([moved], [real_collection]) as server:
+            config = pipeline_config(
+                server.url, s3_server, bucket, {"kind": "duckdb", "path": str(db)}
+            )
+            with DagsterInstance.ephemeral() as instance:
+                result = materialize(
+                    build_assets(config),
+                    partition_key=DAY,
+                    resources=build_resources(config),
+                    instance=instance,
+                    raise_on_error=False,
+                )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert failure.step_key == "band_rasters"
+    text = failure.step_failure_data.error.to_string()  # type: ignore[union-attr]
+    assert "every item of the day failed" in text and ITEM in text and "moved/B04.tif" in text
+    assert rows(db) == landed
+    after = list_objects(s3_server, bucket)
+    assert {k: v for k, v in after.items() if "/raw/" in k} == {
+        k: v for k, v in objects.items() if "/raw/" in k
+    }

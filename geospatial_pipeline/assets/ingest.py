@@ -162,6 +162,9 @@ def build_ingest_assets(
         session = object_store.gdal_session()
         extraction = extract_band_windows(tasks, aois, store, gdal_options=options, session=session)
         extraction.quarantine(missing_bands)
+        extraction.require_some_landed(
+            sorted({t.item_id for t in tasks} | {f.item_id for f in missing_bands})
+        )
         results = extraction.results
         quarantined = extraction.quarantine_entries()
         for entry in quarantined:

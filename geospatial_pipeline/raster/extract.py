@@ -77,6 +77,23 @@ class Extraction:
             self.quarantined.setdefault(fault.item_id, []).append(fault)
         self.results = [r for r in self.results if r.task.item_id not in self.quarantined]
 
+    def require_some_landed(self, planned: Sequence[str]) -> None:
+        """Refuse a day on which every planned item failed.
+
+        A fault that hits every item (a moved bucket answering 404 everywhere, a changed
+        href layout) is more likely the source's than each item's. Quarantining them all
+        would replace the day's rows and objects with nothing; failing the run keeps them
+        and says why, and a retry lands the day once the source is fixed.
+        """
+        ids = set(planned)
+        if ids and ids <= set(self.quarantined):
+            reasons = "; ".join(
+                f"{item_id}: {self.quarantined[item_id][0].reason}" for item_id in sorted(ids)
+            )
+            raise RasterError(
+                f"every item of the day failed ({len(ids)}), so nothing was replaced: {reasons}"
+            )
+
     def manifest(self, day: str, collection: str) -> dict[str, Any]:
         """The band manifest downstream steps read: objects of landed items only."""
         return {
