@@ -23,7 +23,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 
 from geospatial_pipeline.assets.ingest import STAC_ITEMS
 from geospatial_pipeline.config import LateDataConfig
-from geospatial_pipeline.layout import items_key, late_record_key
+from geospatial_pipeline.layout import items_key, late_record_key, manifest_key
 from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
 from geospatial_pipeline.resources.storage import ObjectStoreResource
 from geospatial_pipeline.stac.itemcollection import dumps
@@ -126,10 +126,21 @@ def build_late_scenes_sensor(
             meta = json.loads(store.get_bytes(key)).get("geospatial_pipeline", {})
             return dict(meta.get("seen", {}))
 
+        @cache
+        def quarantined(day: dt.date) -> Mapping[str, str]:
+            # Items band_rasters could not land (a 404 while the files were still being
+            # uploaded, say): seen, but not used, so their day is re-run.
+            key = manifest_key(stac.collection, day)
+            if store.head(key) is None:
+                return {}
+            entries = json.loads(store.get_bytes(key)).get("quarantined", [])
+            return {str(e["id"]): str(e["reason"]) for e in entries}
+
         verdict = judge(
             items,
             materialized_at=materialized_at,
             seen=seen,
+            quarantined=quarantined,
             first_day=partitions.start.date(),
             last_day=watch.last_day,
         )

@@ -31,7 +31,7 @@ from geospatial_pipeline.resources import build_resources
 from geospatial_pipeline.sensors import build_late_scenes_sensor, parse_cursor
 from geospatial_pipeline.stac.late import judge, run_key
 from geospatial_pipeline.stac.search import content_fingerprint
-from tests.conftest import REPO
+from tests.conftest import REPO, S2_COGS
 from tests.stac_query_proxy import query_proxy
 from tests.test_e2e import list_objects, s3_env
 
@@ -593,3 +593,44 @@ def test_removed_grace_period_is_rejected_by_name(tmp_path: Path) -> None:
         30,
         72.0,
     )
+
+
+def test_quarantined_item_is_late_until_a_run_lands_it(
+    s3_server: Any,
+    source_bucket: str,
+    real_items: dict[str, dict[str, Any]],
+    real_collection: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """The day's run saw the item but could not read it (its file was not there yet): the
+    item was never used, so the sensor asks for the day again once, and not after a run
+    that landed it."""
+    items = _items(real_items, "0", source_bucket)
+    pending = items[0]
+    pending["assets"]["red"]["href"] = f"{source_bucket}/not-yet-uploaded/B04.tif"
+    with _fresh_world(
+        tmp_path,
+        s3_server,
+        items,
+        real_collection,
+        late_data={"lookback_days": 3650},
+        server_filters_updated=False,
+    ) as world:
+        _materialize(world)
+        requests, cursor, _ = _tick(world, None)
+        assert [r.partition_key for r in requests] == [DAY]
+        assert requests[0].tags["geospatial_pipeline/late_items"] == pending["id"]
+        record = _records(s3_server, world)[f"{DAY}/{pending['id']}.json"]
+        assert "quarantined by the run of" in record["reason"]
+        assert "not-yet-uploaded/B04.tif" in record["reason"]
+
+        # The file arrives; the re-run lands the item; nothing is late any more.
+        bucket, key = source_bucket.removeprefix("s3://").split("/", 1)
+        s3_server.boto3_client().put_object(
+            Bucket=bucket,
+            Key=f"{key}/not-yet-uploaded/B04.tif",
+            Body=(S2_COGS / "B04.tif").read_bytes(),
+        )
+        _materialize(world)
+        requests, _, _ = _tick(world, cursor)
+        assert requests == []

@@ -131,9 +131,12 @@ def judge(
     seen: Callable[[dt.date], Mapping[str, str]],
     first_day: dt.date,
     last_day: dt.date,
+    quarantined: Callable[[dt.date], Mapping[str, str]] | None = None,
 ) -> Judgement:
     """``seen(day)`` maps every item id the day's latest run saw to its content
-    fingerprint; it is only asked for days that were materialized."""
+    fingerprint; it is only asked for days that were materialized. ``quarantined(day)``
+    maps the items that run saw but could not land to the reason: they are late until a
+    run lands them (one re-run per content, by the run key)."""
     late: list[LateItem] = []
     not_late: list[dict[str, str]] = []
     for item in items:
@@ -151,12 +154,15 @@ def judge(
             continue
         fingerprint = content_fingerprint(item)
         used = seen(day)
-        if used.get(item_id) == fingerprint:
+        held = quarantined(day) if quarantined else {}
+        if used.get(item_id) == fingerprint and item_id not in held:
             # Also covers a superseded twin the run saw and deduped away.
             not_late.append({"id": item_id, "why": f"seen unchanged by the run of {day}"})
             continue
         run = f"the run of {day} (materialized at {processed.isoformat()})"
-        if item_id in used:
+        if item_id in held:
+            reason = f"quarantined by {run} ({held[item_id]})"
+        elif item_id in used:
             reason = f"content differs from the version {run} saw"
         else:
             reason = f"not among the {len(used)} item(s) {run} saw"
