@@ -255,6 +255,19 @@ class PartitionsConfig(_Strict):
         return value
 
 
+def storage_url(value: str) -> str:
+    """A valid object store URL (``s3://bucket/prefix`` or a directory), normalised;
+    ValueError says why not. Shared by the config and the resource (launchpad edits)."""
+    if not value.strip() or value.strip() == "file://":
+        # An empty path resolves to the working directory, which would become the store.
+        raise ValueError("is empty: use s3://bucket/prefix or a directory path")
+    if "://" in value and not value.startswith(("s3://", "file://")):
+        raise ValueError(f"unsupported scheme in {value!r}: use s3://bucket/prefix or a path")
+    if value.startswith("s3://") and not value[5:].split("/", 1)[0]:
+        raise ValueError("s3 url has no bucket: expected s3://bucket/prefix")
+    return value.rstrip("/") if value not in ("/", "s3://") else value
+
+
 class StorageConfig(_Strict):
     url: str
     endpoint_url: str | None = None
@@ -263,14 +276,7 @@ class StorageConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
-        if not value.strip() or value.strip() == "file://":
-            # An empty path resolves to the working directory, which would become the store.
-            raise ValueError("is empty: use s3://bucket/prefix or a directory path")
-        if "://" in value and not value.startswith(("s3://", "file://")):
-            raise ValueError(f"unsupported scheme in {value!r}: use s3://bucket/prefix or a path")
-        if value.startswith("s3://") and not value[5:].split("/", 1)[0]:
-            raise ValueError("s3 url has no bucket: expected s3://bucket/prefix")
-        return value.rstrip("/") if value not in ("/", "s3://") else value
+        return storage_url(value)
 
     @property
     def is_s3(self) -> bool:

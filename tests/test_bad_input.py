@@ -6,12 +6,14 @@ from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, materialize
+from pydantic import ValidationError
 
 from geospatial_pipeline.config import parse_config
 from geospatial_pipeline.definitions import build_assets
 from geospatial_pipeline.errors import ConfigError
 from geospatial_pipeline.resources import build_resources
 from geospatial_pipeline.resources.stac import AoiSpec, ScopeResource
+from geospatial_pipeline.resources.storage import ObjectStoreResource
 
 
 @pytest.mark.parametrize(
@@ -55,3 +57,13 @@ def test_invalid_scope_fails_before_writing(
     assert ConfigError.__name__ in text and message in text
     assert not (tmp_path / "objects").exists()
     assert not (tmp_path / "w.duckdb").exists()
+
+
+@pytest.mark.parametrize("url", ["", "  ", "file://", "gs://bucket"])
+def test_store_url_edited_to_nonsense_is_refused_by_the_resource(url: str) -> None:
+    """The resource applies the config's rule itself: an empty URL would otherwise make the
+    working directory the store."""
+    with pytest.raises(ValidationError) as err:
+        ObjectStoreResource(url=url)
+    assert err.value.errors()[0]["loc"] == ("url",)
+    assert "use s3://bucket/prefix" in str(err.value)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from dagster import ConfigurableResource
-from pydantic import PrivateAttr
+from pydantic import PrivateAttr, field_validator
 from rasterio.session import AWSSession, Session
 
+from geospatial_pipeline.config import storage_url
 from geospatial_pipeline.raster.gdal_env import cloud_read_options, s3_endpoint_options
 from geospatial_pipeline.storage.object_store import LocalObjectStore, ObjectStore, S3ObjectStore
 
@@ -28,6 +29,13 @@ class ObjectStoreResource(ConfigurableResource):
 
     _boto_session: Any = PrivateAttr(default=None)
     _store: ObjectStore | None = PrivateAttr(default=None)
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        # The launchpad can override the config: the same rule, or the working directory
+        # would become the store.
+        return storage_url(value)
 
     @property
     def is_s3(self) -> bool:
