@@ -99,6 +99,8 @@ def build_ingest_assets(
                     [{"id": s.item_id, "by": s.superseded_by} for s in found.superseded]
                 ),
                 "dropped_over_limit": MetadataValue.json(found.dropped_over_limit),
+                # Newest processings above stac.max_cloud_cover: their older twins stay out.
+                "too_cloudy": MetadataValue.json(found.too_cloudy),
                 "cloud_filter": found.filter_mode,
                 "object": MetadataValue.url(put.url) if put.url.startswith("s3://") else put.url,
                 "bytes": put.size,
