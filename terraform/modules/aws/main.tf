@@ -29,8 +29,8 @@ locals {
   # <data_prefix>/raw/, processed/, late_data/, stac/, manifests/) and Dagster's compute
   # logs. Both KMS-encrypted, versioned, TLS-only, private, access-logged. Lifecycle rules
   # per prefix, in days (null = never): `transition_ia` moves objects to Standard-IA,
-  # `expire` deletes them. `_tmp/` holds the pipeline's half-written uploads (published by
-  # copy, then deleted; a crash can leave one behind).
+  # `expire` deletes them. `_tmp/` held half-written uploads of releases that published by
+  # copy (now one checksummed PutObject); the rule clears what a crash left there.
   buckets = {
     data = {
       raw       = { prefix = "${var.data_prefix}/raw/", transition_ia = var.lifecycle_days.raw_to_ia, expire = null }
