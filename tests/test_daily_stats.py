@@ -37,6 +37,7 @@ from geospatial_pipeline.raster.grid import Grid, aoi_grid
 from geospatial_pipeline.resources import build_resources
 from geospatial_pipeline.stac.itemcollection import dumps, to_item_collection
 from geospatial_pipeline.stac.search import DayItems
+from tests.geotiff import write_geotiff
 
 DAY = "2024-06-01"
 COLLECTION = "sentinel-2-l2a"
@@ -121,23 +122,7 @@ def _write(store: Path, item_id: str, band: str, array: np.ndarray, t: Affine, c
     key = band_key(COLLECTION, dt.date.fromisoformat(DAY), AOI_NAME, item_id, band)
     path = store / key
     path.parent.mkdir(parents=True, exist_ok=True)
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=array.shape[1],
-        height=array.shape[0],
-        count=1,
-        dtype=array.dtype,
-        crs=crs,
-        transform=t,
-        nodata=0,
-        tiled=True,
-        blockxsize=256,
-        blockysize=256,
-        compress="DEFLATE",
-    ) as dst:
-        dst.write(array, 1)
+    write_geotiff(path, array, crs=crs, transform=t)
     return key
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -32,22 +33,27 @@ from tools.deploy_checks.k8s import code_server_manifests, run_job, step_job
 from tools.deploy_checks.terraform import TERRAFORM_DIR
 
 
+def heavy_step_job(environment: str, workdir: Path) -> dict[str, Any]:
+    """The Job dagster-k8s makes for a step of ``band_rasters`` (a heavy op) of a heavy run."""
+
+    @asset(name="band_rasters", op_tags=heavy_op_tags(environment))
+    def band_rasters() -> None: ...
+
+    return step_job(
+        environment,
+        "band_rasters",
+        band_rasters.op.tags,
+        step_executor_config(environment),
+        heavy_run_tags(),
+        workdir,
+    )
+
+
 def write_manifests(directory: Path, workdir: Path) -> None:
     for environment in ENVIRONMENTS:
-
-        @asset(name="band_rasters", op_tags=heavy_op_tags(environment))
-        def band_rasters() -> None: ...
-
         docs = [
             *code_server_manifests(environment),
-            step_job(
-                environment,
-                "band_rasters",
-                band_rasters.op.tags,
-                step_executor_config(environment),
-                heavy_run_tags(),
-                workdir,
-            ),
+            heavy_step_job(environment, workdir),
             run_job(environment, heavy_run_tags(), workdir),
         ]
         (directory / f"{environment}.yaml").write_text(yaml.safe_dump_all(docs))

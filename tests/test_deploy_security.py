@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from geospatial_pipeline.deployment import heavy_op_tags, heavy_run_tags, step_executor_config
+from geospatial_pipeline.deployment import heavy_run_tags
+from tests.test_deploy_checkov import heavy_step_job
 from tools.deploy_checks import REPO
 from tools.deploy_checks import terraform as tf
 from tools.deploy_checks.helm import ENVIRONMENTS, SAMPLE_TEMPLATE_VARS, merged_values
@@ -29,7 +30,6 @@ from tools.deploy_checks.k8s import (
     POSTGRES_PASSWORD_KEY,
     code_server_manifests,
     run_job,
-    step_job,
 )
 from tools.deploy_checks.netpol import (
     IMDS_ADDRESSES,
@@ -300,20 +300,8 @@ def test_releases_start_after_their_secrets() -> None:
 
 def pipeline_pods(environment: str, workdir: Path) -> dict[str, dict[str, str]]:
     """Labels of the code server's pods, a run pod and a heavy step pod."""
-    from dagster import asset
-
-    @asset(name="band_rasters", op_tags=heavy_op_tags(environment))
-    def band_rasters() -> None: ...
-
     (deployment,) = [m for m in code_server_manifests(environment) if m["kind"] == "Deployment"]
-    step = step_job(
-        environment,
-        "band_rasters",
-        band_rasters.op.tags,
-        step_executor_config(environment),
-        heavy_run_tags(),
-        workdir,
-    )
+    step = heavy_step_job(environment, workdir)
     run = run_job(environment, heavy_run_tags(), workdir)
     pods = {
         "code server": deployment["spec"]["template"]["metadata"]["labels"],

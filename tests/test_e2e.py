@@ -103,14 +103,36 @@ def s3_env(s3: Any) -> Iterator[None]:
         mp.undo()
 
 
-def run_partition(config: Any, expected_checks: set[str] | None = None) -> Any:
+def materialize_day(
+    config: Any,
+    *,
+    partition_key: str = DAY,
+    selection: Any = None,
+    raise_on_error: bool = False,
+) -> Any:
+    """One partition of the configured graph in a throwaway instance (no run history)."""
     with DagsterInstance.ephemeral() as instance:
-        result = materialize(
+        return materialize(
             build_assets(config),
-            partition_key=DAY,
+            partition_key=partition_key,
             resources=build_resources(config),
             instance=instance,
+            selection=selection,
+            raise_on_error=raise_on_error,
         )
+
+
+def object_store_resource(s3: Any, bucket: str) -> ObjectStoreResource:
+    return ObjectStoreResource(
+        url=f"s3://{bucket}/pipeline",
+        endpoint_url=s3.endpoint_url,
+        access_key_id=s3.access_key,
+        secret_access_key=s3.secret_key,
+    )
+
+
+def run_partition(config: Any, expected_checks: set[str] | None = None) -> Any:
+    result = materialize_day(config, raise_on_error=True)
     assert result.success
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     expected = expected_checks or {"cogs_valid", "no_quarantined_items", "objects_match_rows"}
@@ -143,12 +165,7 @@ def check_pipeline_output(s3: Any, bucket: str, config: Any) -> dict[str, tuple[
     assert f"pipeline/stac/sentinel-2-l2a/{DAY}/items.json" in objects
     assert not any(k.startswith("pipeline/_tmp/") for k in objects)
 
-    store_res = ObjectStoreResource(
-        url=f"s3://{bucket}/pipeline",
-        endpoint_url=s3.endpoint_url,
-        access_key_id=s3.access_key,
-        secret_access_key=s3.secret_key,
-    )
+    store_res = object_store_resource(s3, bucket)
     store = store_res.store()
     with gdal_env(store_res.gdal_options(), store_res.gdal_session()):
         for aoi_cfg in config.aois:

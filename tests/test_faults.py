@@ -34,18 +34,15 @@ from typing import Any
 import duckdb
 import pytest
 from botocore.client import BaseClient
-from dagster import DagsterInstance, materialize
 
 from geospatial_pipeline.config import parse_config
-from geospatial_pipeline.definitions import build_assets
 from geospatial_pipeline.local import seaweed
 from geospatial_pipeline.local.seaweed import SeaweedS3Server
 from geospatial_pipeline.local.stac_server import RustacStacServer
-from geospatial_pipeline.resources import build_resources
 from tests import conftest
 from tests.conftest import REPO, S2_COGS, SOURCE_BUCKET, SOURCE_PREFIX, require_shared_data
 from tests.fault_proxy import FAULT_KINDS, FaultProxy
-from tests.test_e2e import AOIS, BANDS, DAY, FILES, ITEM, mat_meta, s3_env
+from tests.test_e2e import AOIS, BANDS, DAY, FILES, ITEM, mat_meta, materialize_day, s3_env
 
 SEED = 20200219
 STAC_TIMEOUT_S = 1.0
@@ -98,19 +95,12 @@ def config_for(stac_url: str, s3: Any, bucket: str, db: Path, *, transform: bool
     )
 
 
-def materialize_day(config: Any, *, raise_on_error: bool = True) -> Any:
-    with DagsterInstance.ephemeral() as instance:
-        result = materialize(
-            build_assets(config),
-            partition_key=DAY,
-            resources=build_resources(config),
-            instance=instance,
-            raise_on_error=raise_on_error,
-        )
-    if raise_on_error:
-        assert result.success
-        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-        assert checks and all(checks.values()), checks
+def materialize_clean(config: Any) -> Any:
+    """The day, which must succeed with every asset check passing."""
+    result = materialize_day(config, raise_on_error=True)
+    assert result.success
+    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks and all(checks.values()), checks
     return result
 
 
@@ -215,7 +205,7 @@ def clean_run(
     s3_server.create_bucket(bucket)
     db = tmp_path_factory.mktemp("clean") / "w.duckdb"
     with s3_env(s3_server):
-        result = materialize_day(config_for(stac_server.url, s3_server, bucket, db))
+        result = materialize_clean(config_for(stac_server.url, s3_server, bucket, db))
     assert mat_meta(result, "stac_items")["items"] == 1
     clean = snapshot(s3_server, bucket, db)
     assert band_keys() <= set(clean.objects)
@@ -234,7 +224,7 @@ def test_partition_through_faulty_stac_api_equals_clean_run(
         FaultProxy(stac_server.url, seed=SEED, fault_rate=0.3, stall_s=2 * STAC_TIMEOUT_S) as proxy,
         s3_env(s3_server),
     ):
-        result = materialize_day(config_for(proxy.url, s3_server, bucket, db))
+        result = materialize_clean(config_for(proxy.url, s3_server, bucket, db))
         proxy_url = proxy.url
     faulted = snapshot(s3_server, bucket, db)
 
@@ -346,7 +336,7 @@ def test_object_store_killed_mid_partition_rerun_converges(
         server.create_bucket(bucket)
         clean_db, killed_db = tmp_path / "clean.duckdb", tmp_path / "killed.duckdb"
         with s3_env(server):
-            materialize_day(config_for(stac_server.url, server, bucket, clean_db))
+            materialize_clean(config_for(stac_server.url, server, bucket, clean_db))
         clean = snapshot(server, bucket, clean_db)
         assert band_keys() <= set(clean.objects)
         wipe(server, bucket)
@@ -356,7 +346,7 @@ def test_object_store_killed_mid_partition_rerun_converges(
         killer = KillAfterPuts(server, bucket, after=4)
         with monkeypatch.context() as mp, s3_env(server):
             killer.install(mp)
-            failed = materialize_day(config, raise_on_error=False)
+            failed = materialize_day(config)
         assert killer.killed.is_set(), f"only {killer.puts} band PutObjects were seen"
         assert not failed.success
         server.stop()
@@ -373,7 +363,7 @@ def test_object_store_killed_mid_partition_rerun_converges(
         assert_no_duplicate_rows(killed_db)
 
         with s3_env(server):
-            materialize_day(config)
+            materialize_clean(config)
         converged = snapshot(server, bucket, killed_db)
     finally:
         server.stop()
@@ -423,12 +413,12 @@ def test_three_materializations_are_identical(
     db = tmp_path / "w.duckdb"
     fresh_db = tmp_path / "fresh.duckdb"
     with s3_env(s3_server):
-        materialize_day(config_for(stac_server.url, s3_server, bucket, db, transform=True))
+        materialize_clean(config_for(stac_server.url, s3_server, bucket, db, transform=True))
         first = snapshot(s3_server, bucket, db)
-        materialize_day(config_for(stac_server.url, s3_server, bucket, db, transform=True))
+        materialize_clean(config_for(stac_server.url, s3_server, bucket, db, transform=True))
         second = snapshot(s3_server, bucket, db)
         wipe(s3_server, bucket)
-        materialize_day(config_for(stac_server.url, s3_server, bucket, fresh_db, transform=True))
+        materialize_clean(config_for(stac_server.url, s3_server, bucket, fresh_db, transform=True))
         third = snapshot(s3_server, bucket, fresh_db)
     assert any("/processed/" in k for k in first.objects)
     assert {"scene_metadata", "daily_aoi_stats", "product_catalog"} <= set(first.rows)

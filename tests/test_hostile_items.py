@@ -14,11 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import DagsterInstance, materialize
 from pyproj import Transformer
 
 from geospatial_pipeline.config import parse_config
-from geospatial_pipeline.definitions import build_assets
 from geospatial_pipeline.errors import ConfigError
 from geospatial_pipeline.local.stac_server import RustacStacServer
 from geospatial_pipeline.resources import build_resources
@@ -29,6 +27,7 @@ from geospatial_pipeline.stac.search import AoiQuery, SearchSettings, open_clien
 from geospatial_pipeline.storage.keys import sanitize_component
 from tests.conftest import EARTH_SEARCH, S2_COGS, SOURCE_BUCKET, SOURCE_PREFIX
 from tests.replay_server import Recorded, replay_server
+from tests.test_e2e import materialize_day, s3_env
 
 DAY = "2020-02-19"
 GOOD = "S2A_29RKH_20200219_0_L2A"
@@ -115,24 +114,13 @@ def test_hostile_items_are_invalid_and_nothing_is_written_for_them(
     s3_server: Any,
     hostile_world: tuple[str, dict[str, str]],
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     stac_url, fields = hostile_world
     bucket = "dest-hostile"
     s3_server.create_bucket(bucket)
     config = _config(stac_url, s3_server, bucket, tmp_path)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with DagsterInstance.ephemeral() as instance:
-        result = materialize(
-            build_assets(config),
-            partition_key=DAY,
-            resources=build_resources(config),
-            instance=instance,
-            raise_on_error=False,
-        )
+    with s3_env(s3_server):
+        result = materialize_day(config)
     mats = result.asset_materializations_for_node("stac_items")
     assert mats, "stac_items did not materialize"
     meta = {k: getattr(v, "value", v) for k, v in mats[-1].metadata.items()}

@@ -17,19 +17,26 @@ from typing import Any
 
 import duckdb
 import pytest
-from dagster import AssetCheckSeverity, AssetSelection, DagsterInstance, materialize
+from dagster import AssetCheckSeverity, AssetSelection
 from shapely.geometry import box
 
-from geospatial_pipeline.definitions import build_assets
 from geospatial_pipeline.errors import RasterError
 from geospatial_pipeline.local.stac_server import RustacStacServer
 from geospatial_pipeline.raster.cog import SourceFault
 from geospatial_pipeline.raster.extract import BandTask, extract_band_windows
 from geospatial_pipeline.raster.gdal_env import cloud_read_options
-from geospatial_pipeline.resources import build_resources
 from geospatial_pipeline.storage.object_store import LocalObjectStore
 from tests.conftest import S2_COGS, SOURCE_BUCKET, SOURCE_PREFIX, require_shared_data
-from tests.test_e2e import AOIS, BANDS, DAY, ITEM, list_objects, pipeline_config, s3_env
+from tests.test_e2e import (
+    AOIS,
+    BANDS,
+    DAY,
+    ITEM,
+    list_objects,
+    materialize_day,
+    pipeline_config,
+    s3_env,
+)
 
 BROKEN_PREFIX = f"{SOURCE_PREFIX}-broken"
 MISSING = f"{ITEM}-404"
@@ -82,17 +89,6 @@ def stac_api(broken_items: list[Any], real_collection: dict[str, Any]) -> Iterat
         yield server.url
 
 
-def run(config: Any, selection: Any) -> Any:
-    with DagsterInstance.ephemeral() as instance:
-        return materialize(
-            build_assets(config),
-            partition_key=DAY,
-            resources=build_resources(config),
-            instance=instance,
-            selection=selection,
-        )
-
-
 def rows(db: Path) -> list[tuple[str, str, int]]:
     with duckdb.connect(str(db), read_only=True) as con:
         return con.execute(
@@ -119,9 +115,11 @@ def test_bad_items_are_quarantined_and_the_rest_of_the_day_lands(
     before = config.model_copy(update={"bands": ["red", "green", "blue", "scl"]})
     downstream = AssetSelection.all() - AssetSelection.assets("stac_items")
     with s3_env(s3_server):
-        searched = run(before, AssetSelection.assets("stac_items"))
+        searched = materialize_day(
+            before, selection=AssetSelection.assets("stac_items"), raise_on_error=True
+        )
         assert searched.success
-        result = run(config, downstream)
+        result = materialize_day(config, selection=downstream, raise_on_error=True)
 
     # The run succeeds: the day flows on; the failed check says what was skipped.
     assert result.success
@@ -166,7 +164,7 @@ def test_bad_items_are_quarantined_and_the_rest_of_the_day_lands(
         str(S2_COGS / "B04.tif"), SOURCE_BUCKET, f"{BROKEN_PREFIX}/absent/B04.tif"
     )
     with s3_env(s3_server):
-        rerun = run(config, downstream)
+        rerun = materialize_day(config, selection=downstream, raise_on_error=True)
     assert rerun.success
     check = next(
         e for e in rerun.get_asset_check_evaluations() if e.check_name == "no_quarantined_items"
@@ -303,7 +301,7 @@ def test_a_day_on_which_every_item_fails_is_refused_and_keeps_its_rows(
             config = pipeline_config(
                 server.url, s3_server, bucket, {"kind": "duckdb", "path": str(db)}
             )
-            assert run(config, AssetSelection.all()).success
+            assert materialize_day(config, raise_on_error=True).success
         landed = rows(db)
         objects = list_objects(s3_server, bucket)
         assert landed and objects
@@ -311,14 +309,7 @@ def test_a_day_on_which_every_item_fails_is_refused_and_keeps_its_rows(
             config = pipeline_config(
                 server.url, s3_server, bucket, {"kind": "duckdb", "path": str(db)}
             )
-            with DagsterInstance.ephemeral() as instance:
-                result = materialize(
-                    build_assets(config),
-                    partition_key=DAY,
-                    resources=build_resources(config),
-                    instance=instance,
-                    raise_on_error=False,
-                )
+            result = materialize_day(config)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert failure.step_key == "band_rasters"

@@ -13,7 +13,8 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ from tests.test_e2e import list_objects, s3_env
 DAY = "2020-03-02"
 TILES = ("32TMT", "32TNT", "32UMU", "32UNU")
 BUCKET = "late-data"
+# rustac cannot filter on `updated`: without a lookback the sensor would watch 30 days.
+LOOKBACK = {"lookback_days": 3650}
 
 
 def _config(
@@ -57,8 +60,7 @@ def _config(
         "warehouse": {"kind": "duckdb", "path": str(db)},
         # The recordings' band files are not in ../shared/data: the slice stops at metadata.
         "transform": {"enabled": False},
-        # rustac cannot filter on `updated`: without a lookback the sensor would watch 30 days.
-        "late_data": {"lookback_days": 3650},
+        "late_data": dict(LOOKBACK),
     }
     if late_data is not None:
         doc["late_data"] = late_data
@@ -418,6 +420,47 @@ def _fresh_world(
             }
 
 
+@dataclass
+class Fresh:
+    """What a test on a world of its own starts from: the services and the recordings."""
+
+    s3: Any
+    source_bucket: str
+    real_items: dict[str, dict[str, Any]]
+    collection: dict[str, Any]
+    tmp_path: Path
+
+    def items(self, sequence: str, day: str = DAY) -> list[dict[str, Any]]:
+        return _items(self.real_items, sequence, self.source_bucket, day)
+
+    def world(
+        self,
+        items: list[dict[str, Any]],
+        *,
+        late_data: dict[str, Any] | None = LOOKBACK,
+        server_filters_updated: bool = False,
+    ) -> AbstractContextManager[dict[str, Any]]:
+        return _fresh_world(
+            self.tmp_path,
+            self.s3,
+            items,
+            self.collection,
+            late_data=late_data,
+            server_filters_updated=server_filters_updated,
+        )
+
+
+@pytest.fixture
+def fresh(
+    s3_server: Any,
+    source_bucket: str,
+    real_items: dict[str, dict[str, Any]],
+    real_collection: dict[str, Any],
+    tmp_path: Path,
+) -> Fresh:
+    return Fresh(s3_server, source_bucket, real_items, real_collection, tmp_path)
+
+
 def _records(s3: Any, world: dict[str, Any]) -> dict[str, dict[str, Any]]:
     client = s3.boto3_client()
     prefix = f"{world['prefix']}/late_data/"
@@ -430,25 +473,15 @@ def _records(s3: Any, world: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_item_searchable_after_the_days_search_is_late(
     s3_server: Any,
-    source_bucket: str,
-    real_items: dict[str, dict[str, Any]],
-    real_collection: dict[str, Any],
-    tmp_path: Path,
+    fresh: Fresh,
 ) -> None:
     """Indexed 6 h after its day (long before the day's run) but searchable only after the
     run's search: its `updated` is earlier than the materialization and inside what used
     to be the grace period, yet the run never saw it."""
-    first = _items(real_items, "0", source_bucket)
-    nrt = _items(real_items, "1", source_bucket)[0]
+    first = fresh.items("0")
+    nrt = fresh.items("1")[0]
     nrt["properties"]["created"] = nrt["properties"]["updated"] = "2020-03-03T06:00:00Z"
-    with _fresh_world(
-        tmp_path,
-        s3_server,
-        first,
-        real_collection,
-        late_data={"lookback_days": 3650},
-        server_filters_updated=False,
-    ) as world:
+    with fresh.world(first) as world:
         _materialize(world)
         world["server"].restart_with([*first, nrt])
         requests, _, _ = _tick(world, None)
@@ -465,28 +498,15 @@ def test_item_searchable_after_the_days_search_is_late(
 
 def test_item_updated_before_the_cursor_is_still_found(
     s3_server: Any,
-    source_bucket: str,
-    real_items: dict[str, dict[str, Any]],
-    real_collection: dict[str, Any],
-    tmp_path: Path,
+    fresh: Fresh,
 ) -> None:
     """Real timestamps: the 2020-03-05 `_0_` item of 32UNU was indexed at 07:25 on
     2022-11-06, hours before items that moved the cursor to 11:09; it becomes searchable
     only after that tick. The overlap window behind the cursor still finds it."""
     late_day = "2020-03-05"
-    *visible, hidden = [
-        *_items(real_items, "0", source_bucket),
-        *_items(real_items, "0", source_bucket, late_day),
-    ]
+    *visible, hidden = [*fresh.items("0"), *fresh.items("0", late_day)]
     assert hidden["id"] == "S2A_32UNU_20200305_0_L2A"
-    with _fresh_world(
-        tmp_path,
-        s3_server,
-        visible,
-        real_collection,
-        late_data={"lookback_days": 3650},
-        server_filters_updated=False,
-    ) as world:
+    with fresh.world(visible) as world:
         _materialize(world, DAY)
         _materialize(world, late_day)
         requests, cursor, _ = _tick(world, None)
@@ -503,19 +523,14 @@ def test_item_updated_before_the_cursor_is_still_found(
 
 def test_reprocessing_years_later_found_with_default_settings(
     s3_server: Any,
-    source_bucket: str,
-    real_items: dict[str, dict[str, Any]],
-    real_collection: dict[str, Any],
-    tmp_path: Path,
+    fresh: Fresh,
 ) -> None:
     """No late_data section at all, an API that filters on `updated` like Earth Search:
     2020-03-02 processed from the `_0_` items, ESA's `_1_` reprocessing (indexed October
     2023, 3.5 years after the day) is found."""
-    first = _items(real_items, "0", source_bucket)
-    reprocessed = _items(real_items, "1", source_bucket)
-    with _fresh_world(
-        tmp_path, s3_server, first, real_collection, late_data={}, server_filters_updated=True
-    ) as world:
+    first = fresh.items("0")
+    reprocessed = fresh.items("1")
+    with fresh.world(first, late_data={}, server_filters_updated=True) as world:
         _materialize(world)
         requests, cursor, first_tick = _tick(world, None)
         assert requests == []
@@ -548,24 +563,13 @@ def test_reprocessing_years_later_found_with_default_settings(
     ids=["configured-lookback", "api-cannot-filter"],
 )
 def test_bounded_lookback_says_which_window_it_searched(
-    s3_server: Any,
-    source_bucket: str,
-    real_items: dict[str, dict[str, Any]],
-    real_collection: dict[str, Any],
-    tmp_path: Path,
+    fresh: Fresh,
     filters: bool,
     late_data: dict[str, Any],
     bound: str,
 ) -> None:
-    items = [*_items(real_items, "0", source_bucket), *_items(real_items, "1", source_bucket)]
-    with _fresh_world(
-        tmp_path,
-        s3_server,
-        items,
-        real_collection,
-        late_data=late_data,
-        server_filters_updated=filters,
-    ) as world:
+    items = [*fresh.items("0"), *fresh.items("1")]
+    with fresh.world(items, late_data=late_data, server_filters_updated=filters) as world:
         today = dt.datetime.now(dt.UTC).date()
         requests, _, result = _tick(world, '{"updated_after": "2023-01-01T00:00:00+00:00"}')
     assert requests == []
@@ -597,25 +601,15 @@ def test_removed_grace_period_is_rejected_by_name(tmp_path: Path) -> None:
 
 def test_quarantined_item_is_late_until_a_run_lands_it(
     s3_server: Any,
-    source_bucket: str,
-    real_items: dict[str, dict[str, Any]],
-    real_collection: dict[str, Any],
-    tmp_path: Path,
+    fresh: Fresh,
 ) -> None:
     """The day's run saw the item but could not read it (its file was not there yet): the
     item was never used, so the sensor asks for the day again once, and not after a run
     that landed it."""
-    items = _items(real_items, "0", source_bucket)
+    items = fresh.items("0")
     pending = items[0]
-    pending["assets"]["red"]["href"] = f"{source_bucket}/not-yet-uploaded/B04.tif"
-    with _fresh_world(
-        tmp_path,
-        s3_server,
-        items,
-        real_collection,
-        late_data={"lookback_days": 3650},
-        server_filters_updated=False,
-    ) as world:
+    pending["assets"]["red"]["href"] = f"{fresh.source_bucket}/not-yet-uploaded/B04.tif"
+    with fresh.world(items) as world:
         _materialize(world)
         requests, cursor, _ = _tick(world, None)
         assert [r.partition_key for r in requests] == [DAY]
@@ -625,7 +619,7 @@ def test_quarantined_item_is_late_until_a_run_lands_it(
         assert "not-yet-uploaded/B04.tif" in record["reason"]
 
         # The file arrives; the re-run lands the item; nothing is late any more.
-        bucket, key = source_bucket.removeprefix("s3://").split("/", 1)
+        bucket, key = fresh.source_bucket.removeprefix("s3://").split("/", 1)
         s3_server.boto3_client().put_object(
             Bucket=bucket,
             Key=f"{key}/not-yet-uploaded/B04.tif",

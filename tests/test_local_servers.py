@@ -24,7 +24,6 @@ import rasterio
 import requests
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from rasterio.io import MemoryFile
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
@@ -32,6 +31,7 @@ from geospatial_pipeline.errors import LocalServerError
 from geospatial_pipeline.local.ports import process_group_pids
 from geospatial_pipeline.local.seaweed import SeaweedS3Server
 from geospatial_pipeline.local.stac_server import RustacStacServer
+from tests.geotiff import geotiff_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -151,22 +151,14 @@ def small_geotiff() -> tuple[bytes, np.ndarray]:
     """A tiled 256x256 uint16 GeoTIFF whose pixel values encode their row and column."""
     rows, cols = np.mgrid[0:256, 0:256]
     data = (rows * 256 + cols).astype("uint16")
-    with MemoryFile() as memfile:
-        with memfile.open(
-            driver="GTiff",
-            width=256,
-            height=256,
-            count=1,
-            dtype="uint16",
-            crs="EPSG:32632",
-            transform=Affine(10, 0, 500_000, 0, -10, 5_300_000),
-            tiled=True,
-            blockxsize=64,
-            blockysize=64,
-            compress="deflate",
-        ) as dataset:
-            dataset.write(data, 1)
-        return memfile.read(), data
+    body = geotiff_bytes(
+        data,
+        crs="EPSG:32632",
+        transform=Affine(10, 0, 500_000, 0, -10, 5_300_000),
+        nodata=None,
+        blocksize=64,
+    )
+    return body, data
 
 
 def upload_small_geotiff(s3: SeaweedS3Server) -> tuple[str, np.ndarray]:

@@ -38,6 +38,7 @@ from geospatial_pipeline.raster.scene import (
     transform_scene_blocked,
 )
 from tests.conftest import EARTH_SEARCH, require_shared_data
+from tests.geotiff import write_geotiff
 
 ITEM_ID = "S2A_32TMT_20200302_1_L2A"  # baseline 05.00
 LAKE_AOI = box(8.64, 47.24, 8.68, 47.267)  # Lake Zurich near Meilen, ~3 x 3 km
@@ -110,7 +111,7 @@ def lake_scene(
     scl10 = scl.repeat(2, 0).repeat(2, 1)
 
     rng = np.random.default_rng(seed)
-    paths = {"scl": _write(tmp / "scl.tif", scl, win20, grid.crs)}
+    paths = {"scl": write_geotiff(tmp / "scl.tif", scl, crs=grid.crs, transform=win20)}
     dns: dict[str, np.ndarray] = {}
     for band in ("red", "green", "blue", "nir"):
         rho = np.zeros(scl10.shape)
@@ -122,32 +123,11 @@ def lake_scene(
                 rho[at] = values[band] * (1 + 0.05 * rng.standard_normal(at.sum()))
         dn = np.clip(np.round(rho * 10000) + add_dn, 1, 65535).astype(np.uint16)
         dns[band] = dn
-        paths[band] = _write(tmp / f"{band}.tif", dn, win10, grid.crs)
+        paths[band] = write_geotiff(tmp / f"{band}.tif", dn, crs=grid.crs, transform=win10)
     # The window as the grid sees it: row/column offset of the grid in the 10 m window.
     r0, c0 = round(row) - 2 * r20, round(col) - 2 * c20
     on_grid = {b: d[r0 : r0 + grid.height, c0 : c0 + grid.width] for b, d in dns.items()}
     return paths, grid, on_grid, scl10[r0 : r0 + grid.height, c0 : c0 + grid.width]
-
-
-def _write(path: Path, array: np.ndarray, transform: Affine, crs: str) -> str:
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=array.shape[1],
-        height=array.shape[0],
-        count=1,
-        dtype=array.dtype,
-        crs=crs,
-        transform=transform,
-        nodata=0,
-        tiled=True,
-        blockxsize=256,
-        blockysize=256,
-        compress="DEFLATE",
-    ) as dst:
-        dst.write(array, 1)
-    return str(path)
 
 
 def inside_aoi(aoi: BaseGeometry, grid: Grid) -> np.ndarray:

@@ -19,23 +19,26 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
-from dagster import DagsterInstance, materialize
 
-from geospatial_pipeline.definitions import build_assets
 from geospatial_pipeline.errors import StorageError
 from geospatial_pipeline.local.stac_server import RustacStacServer
-from geospatial_pipeline.resources import build_resources
-from geospatial_pipeline.resources.storage import ObjectStoreResource
 from geospatial_pipeline.resources.warehouse import DuckDBWarehouse
 from geospatial_pipeline.storage.object_store import LocalObjectStore, S3ObjectStore
 from geospatial_pipeline.warehouse.tables import PRODUCT_CATALOG, SCENE_METADATA
-from tests.test_e2e import DAY, ITEM, list_objects, pipeline_config, s3_env
+from tests.test_e2e import (
+    ITEM,
+    list_objects,
+    materialize_day,
+    object_store_resource,
+    pipeline_config,
+    s3_env,
+)
 
 CLOUDY = f"{ITEM}-cloudy"
 
@@ -54,15 +57,37 @@ def stac_api(rkh_item: dict[str, Any], real_collection: dict[str, Any]) -> Itera
         yield server.url
 
 
-def run(config: Any) -> Any:
-    with DagsterInstance.ephemeral() as instance:
-        return materialize(
-            build_assets(config),
-            partition_key=DAY,
-            resources=build_resources(config),
-            instance=instance,
-            raise_on_error=False,
-        )
+def landed_day(
+    s3: Any, stac_api: str, tmp_path: Path, bucket: str, **extra: Any
+) -> tuple[Any, Path]:
+    """A new bucket and warehouse, and the day materialized into them: its config and
+    warehouse path."""
+    s3.create_bucket(bucket)
+    db = tmp_path / "w.duckdb"
+    config = pipeline_config(stac_api, s3, bucket, {"kind": "duckdb", "path": str(db)}, **extra)
+    with s3_env(s3):
+        assert materialize_day(config).success
+    return config, db
+
+
+def stricter(config: Any) -> Any:
+    """``config`` with a cloud limit that drops the cloudy scene from the day."""
+    return config.model_copy(
+        update={"stac": config.stac.model_copy(update={"max_cloud_cover": 50})}
+    )
+
+
+def fail_writes_of(monkeypatch: pytest.MonkeyPatch, table_name: str) -> Callable[[], None]:
+    """Make the warehouse refuse to replace ``table_name``'s partition; returns the undo."""
+    original = DuckDBWarehouse.replace_partition
+
+    def failing(self: Any, table: Any, partition_value: Any, new_rows: Any) -> int:
+        if table.name == table_name:
+            raise RuntimeError("warehouse unavailable")
+        return original(self, table, partition_value, new_rows)
+
+    monkeypatch.setattr(DuckDBWarehouse, "replace_partition", failing)
+    return lambda: monkeypatch.setattr(DuckDBWarehouse, "replace_partition", original)
 
 
 def committed_rows(db: Path) -> list[tuple[str, str, list[str]]]:
@@ -77,11 +102,7 @@ def test_rows_never_point_at_deleted_objects(
     s3_server: Any, stac_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bucket = "dest-publish-order"
-    s3_server.create_bucket(bucket)
-    db = tmp_path / "w.duckdb"
-    config = pipeline_config(stac_api, s3_server, bucket, {"kind": "duckdb", "path": str(db)})
-    with s3_env(s3_server):
-        assert run(config).success
+    config, db = landed_day(s3_server, stac_api, tmp_path, bucket)
     rows = committed_rows(db)
     assert [(item, aoi) for item, aoi, _ in rows] == [
         (ITEM, "dunes"),
@@ -92,19 +113,9 @@ def test_rows_never_point_at_deleted_objects(
 
     # The cloudy scene leaves the day (a stricter cloud limit); the warehouse write of the
     # re-run fails after band_rasters has run.
-    stricter = config.model_copy(
-        update={"stac": config.stac.model_copy(update={"max_cloud_cover": 50})}
-    )
-    original = DuckDBWarehouse.replace_partition
-
-    def failing(self: Any, table: Any, partition_value: Any, new_rows: Any) -> int:
-        if table.name == SCENE_METADATA.name:
-            raise RuntimeError("warehouse unavailable")
-        return original(self, table, partition_value, new_rows)
-
-    monkeypatch.setattr(DuckDBWarehouse, "replace_partition", failing)
+    restore = fail_writes_of(monkeypatch, SCENE_METADATA.name)
     with s3_env(s3_server):
-        failed = run(stricter)
+        failed = materialize_day(stricter(config))
     assert not failed.success
     assert committed_rows(db) == rows  # nothing committed by the failed run
     objects = list_objects(s3_server, bucket)
@@ -114,9 +125,9 @@ def test_rows_never_point_at_deleted_objects(
             assert f"pipeline/{key}" in objects, f"row {item}/{aoi} points at deleted {key}"
 
     # Once the rows are committed, the objects no row references go.
-    monkeypatch.setattr(DuckDBWarehouse, "replace_partition", original)
+    restore()
     with s3_env(s3_server):
-        fixed = run(stricter)
+        fixed = materialize_day(stricter(config))
     assert fixed.success
     checks = {e.check_name: e.passed for e in fixed.get_asset_check_evaluations()}
     assert checks["objects_match_rows"]
@@ -142,42 +153,28 @@ def test_product_rows_never_point_at_deleted_products(
     s3_server: Any, stac_api: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bucket = "dest-publish-products"
-    s3_server.create_bucket(bucket)
-    db = tmp_path / "w.duckdb"
-    config = pipeline_config(
-        stac_api,
+    config, db = landed_day(
         s3_server,
+        stac_api,
+        tmp_path,
         bucket,
-        {"kind": "duckdb", "path": str(db)},
         # The source files' own 100 m grid keeps the transform small.
         transform={"resolution": 100, "crs": "EPSG:32629", "grid_anchor": [80, 20]},
     )
-    with s3_env(s3_server):
-        assert run(config).success
     rows = committed_products(db)
     assert {item for item, *_ in rows} == {ITEM, CLOUDY, "composite"}
 
-    stricter = config.model_copy(
-        update={"stac": config.stac.model_copy(update={"max_cloud_cover": 50})}
-    )
-    original = DuckDBWarehouse.replace_partition
-
-    def failing(self: Any, table: Any, partition_value: Any, new_rows: Any) -> int:
-        if table.name == PRODUCT_CATALOG.name:
-            raise RuntimeError("warehouse unavailable")
-        return original(self, table, partition_value, new_rows)
-
-    monkeypatch.setattr(DuckDBWarehouse, "replace_partition", failing)
+    restore = fail_writes_of(monkeypatch, PRODUCT_CATALOG.name)
     with s3_env(s3_server):
-        assert not run(stricter).success
+        assert not materialize_day(stricter(config)).success
     assert committed_products(db) == rows  # the failed run committed no product rows
     objects = list_objects(s3_server, bucket)
     for item, aoi, product, key in rows:
         assert f"pipeline/{key}" in objects, f"row {item}/{aoi}/{product} points at deleted {key}"
 
-    monkeypatch.setattr(DuckDBWarehouse, "replace_partition", original)
+    restore()
     with s3_env(s3_server):
-        fixed = run(stricter)
+        fixed = materialize_day(stricter(config))
     assert fixed.success
     assert {e.check_name: e.passed for e in fixed.get_asset_check_evaluations()}[
         "products_reconcile"
@@ -202,13 +199,7 @@ def versioned_store(s3_server: Any, request: pytest.FixtureRequest) -> Iterator[
     s3_server.create_bucket(bucket)
     client = s3_server.boto3_client()
     client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    res = ObjectStoreResource(
-        url=f"s3://{bucket}/pipeline",
-        endpoint_url=s3_server.endpoint_url,
-        access_key_id=s3_server.access_key,
-        secret_access_key=s3_server.secret_key,
-    )
-    store = res.store()
+    store = object_store_resource(s3_server, bucket).store()
     assert isinstance(store, S3ObjectStore)
     yield store
 

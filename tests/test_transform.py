@@ -55,6 +55,7 @@ from geospatial_pipeline.stac.products import (
     with_catalog_links,
 )
 from tests.conftest import EARTH_SEARCH, S2_COGS, require_shared_data
+from tests.geotiff import write_geotiff
 
 INVALID_SCL = (0, 1, 3, 8, 9, 10)
 REAL_FILES = {"red": "B04.tif", "green": "B03.tif", "blue": "B02.tif", "nir": "B08.tif"}
@@ -80,39 +81,8 @@ def write_raster(tmp_path: Path) -> WriteRaster:
     ``transform=`` instead of ``bounds=``; returns the file path.
     """
 
-    def write(
-        name: str,
-        array: np.ndarray,
-        *,
-        crs: str,
-        bounds: tuple[float, float, float, float] | None = None,
-        transform: Affine | None = None,
-        nodata: float | None = 0,
-    ) -> str:
-        height, width = array.shape
-        if transform is None:
-            assert bounds is not None, "bounds or transform required"
-            left, bottom, right, top = bounds
-            transform = Affine((right - left) / width, 0, left, 0, -(top - bottom) / height, top)
-        path = tmp_path / f"{name}.tif"
-        with rasterio.open(
-            path,
-            "w",
-            driver="GTiff",
-            width=width,
-            height=height,
-            count=1,
-            dtype=array.dtype,
-            crs=crs,
-            transform=transform,
-            nodata=nodata,
-            tiled=True,
-            blockxsize=256,
-            blockysize=256,
-            compress="DEFLATE",
-        ) as dst:
-            dst.write(array, 1)
-        return str(path)
+    def write(name: str, array: np.ndarray, **grid: Any) -> str:
+        return write_geotiff(tmp_path / f"{name}.tif", array, **grid)
 
     return write
 

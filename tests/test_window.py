@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import rasterio
 from affine import Affine
 from pyproj import Transformer
 from rasterio.io import MemoryFile
@@ -17,6 +16,7 @@ from geospatial_pipeline.raster.cog import (
     validate_cog_bytes,
 )
 from geospatial_pipeline.raster.window import PixelWindow, aoi_window, project_geometry
+from tests.geotiff import write_geotiff
 
 # The real 32TMT tile grid (10 m, EPSG:32632, from the recorded item's proj:transform).
 TMT = Affine(10, 0, 399960, 0, -10, 5300040)
@@ -73,31 +73,12 @@ def test_window_across_crs_same_ground() -> None:
         assert fx0 - x0 <= 10 and x1 - fx1 <= 10 and fy0 - y0 <= 10 and y1 - fy1 <= 10
 
 
-def _raster(path: str, array: np.ndarray, transform: Affine, crs: str) -> None:
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=array.shape[1],
-        height=array.shape[0],
-        count=1,
-        dtype=array.dtype,
-        crs=crs,
-        transform=transform,
-        nodata=0,
-        tiled=True,
-        blockxsize=256,
-        blockysize=256,
-    ) as dst:
-        dst.write(array, 1)
-
-
 def test_read_window_returns_exact_pixels_and_valid_cog(tmp_path) -> None:
     rng = np.random.default_rng(1)
     array = rng.integers(1, 10000, size=(1024, 1024), dtype=np.uint16)
     t = Affine(10, 0, 399960, 0, -10, 5300040)
     path = str(tmp_path / "src.tif")
-    _raster(path, array, t, "EPSG:32632")
+    write_geotiff(path, array, crs="EPSG:32632", transform=t, compress=None)
     aoi = box(7.7, 47.8, 7.75, 47.83)
     data = read_aoi_window(path, aoi)
     assert data is not None
