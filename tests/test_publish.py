@@ -131,6 +131,8 @@ def test_rows_never_point_at_deleted_objects(
     assert fixed.success
     checks = {e.check_name: e.passed for e in fixed.get_asset_check_evaluations()}
     assert checks["objects_match_rows"]
+    searched = fixed.asset_materializations_for_node("stac_items")[0].metadata
+    assert searched["too_cloudy"].value == [{"id": CLOUDY, "cloud_cover": 90.0}]  # type: ignore[attr-defined]
     rows = committed_rows(db)
     assert [(item, aoi) for item, aoi, _ in rows] == [(ITEM, "dunes"), (ITEM, "wadi")]
     raw = {k for k in list_objects(s3_server, bucket) if k.startswith("pipeline/raw/")}
