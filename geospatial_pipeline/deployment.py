@@ -31,6 +31,9 @@ DEPLOY_ENV_VAR: Final = "GEOSPATIAL_PIPELINE_ENV"
 HEAVY_TAG_KEY: Final = "geospatial_pipeline/heavy"
 HEAVY_TAG_VALUE: Final = "raster"
 K8S_CONFIG_TAG: Final = "dagster-k8s/config"
+# Dagster concurrency pool of the raster-heavy assets: set on the assets themselves, so every
+# way of launching them (job, asset graph, backfill, sensor) is limited alike.
+RASTER_POOL: Final = "raster"
 
 # Pod resources per environment. Light steps (STAC search, warehouse load) are I/O bound
 # and small; the raster step decodes and re-encodes windows (GDAL block cache sized to the
