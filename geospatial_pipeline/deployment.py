@@ -7,9 +7,14 @@ chart) and ``k8s_job_executor`` starts one pod per step, so the raster step gets
 bigger pod through the ``dagster-k8s/config`` op tag while the light steps keep the small
 default. Locally the default (multiprocess) executor runs and the tag is ignored.
 
-The run-level tag :data:`HEAVY_TAG_KEY` = :data:`HEAVY_TAG_VALUE` is what the
-QueuedRunCoordinator's ``tagConcurrencyLimits`` in ``helm/dagster/values-*.yaml`` count:
-tests/test_deploy_k8s_executor.py checks that the two agree.
+How many raster steps run at once is limited by the Dagster concurrency pool
+:data:`RASTER_POOL`, set on the raster assets themselves: a run-level tag would only limit
+the runs of the jobs that carry it, and a backfill launched from the asset graph runs as
+``__ASSET_JOB`` without it. The pool's limit per environment is
+:data:`RASTER_POOL_LIMITS` (``concurrency.pools.default_limit`` of the instance: the Helm
+values, deploy/dagster.yaml and the local instance of ``make dev``). The same instances
+allow one run per partition at once (:func:`partition_run_limit`). tests/test_deploy_helm.py
+and tests/test_deploy_instance.py check that they agree.
 """
 
 from __future__ import annotations
@@ -26,14 +31,21 @@ Environment = Literal["local", "dev", "prod"]
 ENVIRONMENTS: Final[tuple[Environment, ...]] = get_args(Environment)
 DEPLOY_ENV_VAR: Final = "GEOSPATIAL_PIPELINE_ENV"
 
-# The op tag the raster step already carries, reused as a run tag so the run queue can
-# limit how many raster-heavy runs (each holding big pods) run at once.
+# A marker op tag of the raster steps (searchable in the UI); limits use the pool below.
 HEAVY_TAG_KEY: Final = "geospatial_pipeline/heavy"
 HEAVY_TAG_VALUE: Final = "raster"
 K8S_CONFIG_TAG: Final = "dagster-k8s/config"
 # Dagster concurrency pool of the raster-heavy assets: set on the assets themselves, so every
 # way of launching them (job, asset graph, backfill, sensor) is limited alike.
 RASTER_POOL: Final = "raster"
+# Raster steps at once across all runs of the instance. Each holds a big pod on EKS (sized by
+# _HEAVY_RESOURCES), so the limit is what the node group can hold; locally one raster step
+# already uses every core (its windows are read in a thread pool).
+RASTER_POOL_LIMITS: Final[dict[Environment, int]] = {"local": 1, "dev": 1, "prod": 6}
+# The tag Dagster puts on every run of one partition (a date today, "aoi|date" once the
+# partitions are date x AOI): limited to one run per value, so two runs never write the same
+# partition's objects and rows at once.
+PARTITION_TAG: Final = "dagster/partition"
 
 # Pod resources per environment. Light steps (STAC search, warehouse load) are I/O bound
 # and small; the raster step decodes and re-encodes windows (GDAL block cache sized to the
@@ -69,8 +81,29 @@ def is_kubernetes(environment: Environment) -> bool:
 
 
 def heavy_run_tags() -> dict[str, str]:
-    """Run tags of jobs that contain the raster step (counted by the run queue's tag limit)."""
+    """A label for runs of jobs that contain the raster step (filtering in the UI).
+
+    No queue limit counts it any more: :data:`RASTER_POOL` limits the raster steps however
+    they are launched.
+    """
     return {HEAVY_TAG_KEY: HEAVY_TAG_VALUE}
+
+
+def partition_run_limit() -> dict[str, Any]:
+    """The run queue's tag limit: one run at a time per partition (per distinct value)."""
+    return {"key": PARTITION_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
+
+
+def local_instance_concurrency() -> dict[str, Any]:
+    """The ``concurrency`` section of the local instance's dagster.yaml (``make dev``).
+
+    ``runs`` rather than ``run_queue``: Dagster refuses run-queue limits next to a
+    ``concurrency.pools`` section.
+    """
+    return {
+        "runs": {"tag_concurrency_limits": [partition_run_limit()]},
+        "pools": {"default_limit": RASTER_POOL_LIMITS["local"]},
+    }
 
 
 def heavy_pod_tags(environment: Environment | None = None) -> dict[str, Any]:

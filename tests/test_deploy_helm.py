@@ -14,12 +14,19 @@ from __future__ import annotations
 
 import copy
 import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from dagster import DagsterInstance, DagsterInvalidConfigError
 
-from geospatial_pipeline.deployment import DEPLOY_ENV_VAR, heavy_run_tags
+from geospatial_pipeline.deployment import (
+    DEPLOY_ENV_VAR,
+    HEAVY_TAG_KEY,
+    RASTER_POOL_LIMITS,
+    partition_run_limit,
+)
 from tools.deploy_checks import REPO
 from tools.deploy_checks import dockerfile as df
 from tools.deploy_checks import terraform as tf
@@ -29,6 +36,7 @@ from tools.deploy_checks.helm import (
     SAMPLE_TEMPLATE_VARS,
     Chart,
     chart_defaults,
+    chart_instance_config,
     helm_merge,
     merged_values,
     placeholders,
@@ -79,7 +87,7 @@ def test_schema_check_rejects_what_helm_would() -> None:
 
     no_limit = copy.deepcopy(good)
     queued = no_limit["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
-    del queued["tagConcurrencyLimits"][0]["limit"]
+    queued["tagConcurrencyLimits"] = [{"key": "dagster/backfill"}]
     errors = schema_errors("dagster", no_limit)
     assert [e.split(":")[0] for e in errors] == [
         "dagsterDaemon.runCoordinator.config.queuedRunCoordinator"
@@ -135,13 +143,7 @@ def test_dagster_release(environment: str) -> None:
     daemon = values["dagsterDaemon"]
     assert daemon["runCoordinator"]["enabled"] is True
     assert daemon["runCoordinator"]["type"] == "QueuedRunCoordinator"
-    queued = daemon["runCoordinator"]["config"]["queuedRunCoordinator"]
-    assert isinstance(queued["maxConcurrentRuns"], int) and queued["maxConcurrentRuns"] > 0
-    limits = {(t["key"], t.get("value")): t["limit"] for t in queued["tagConcurrencyLimits"]}
-    ((heavy_key, heavy_value),) = heavy_run_tags().items()
-    # The tag the ingest job's runs carry is the one the queue limits.
-    assert 0 < limits[(heavy_key, heavy_value)] < queued["maxConcurrentRuns"]
-    assert 0 < limits[("dagster/backfill", None)] < queued["maxConcurrentRuns"]
+    # The limits themselves: test_instance_limits_as_dagster_loads_them.
     assert daemon["runRetries"]["enabled"] is True and daemon["runRetries"]["maxRetries"] >= 1
     assert daemon["runMonitoring"]["enabled"] is True
     assert values["dagsterWebserver"]["image"]["tag"] == dagster_pin()
@@ -178,6 +180,60 @@ def test_dagster_release(environment: str) -> None:
         assert pg["postgresqlParams"] == {"sslmode": "require"}
     else:
         assert pg["enabled"] is True and pg["existingSecret"] == names["postgres_secret"]
+
+
+def load_instance(config: dict[str, Any], home: Path) -> DagsterInstance:
+    """A DagsterInstance from ``config`` (what the chart renders) on SQLite storage."""
+    home.mkdir(parents=True, exist_ok=True)
+    doc = {
+        **config,
+        "storage": {"sqlite": {"base_dir": str(home)}},
+        "telemetry": {"enabled": False},
+    }
+    (home / "dagster.yaml").write_text(yaml.safe_dump(doc))
+    return DagsterInstance.from_config(str(home))
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_instance_limits_as_dagster_loads_them(environment: str, tmp_path: Path) -> None:
+    """The run queue and pool limits of the instance the chart renders, read back by Dagster
+    itself: one run per partition, the raster pool's limit, backfills never take every slot,
+    and no run-tag limit left for raster runs (the pool replaces it)."""
+    values = merged_values("dagster", environment)
+    with load_instance(chart_instance_config(values), tmp_path / "home") as instance:
+        concurrency = instance.get_concurrency_config()
+    pools = concurrency.pool_config
+    assert pools.default_pool_limit == RASTER_POOL_LIMITS[environment]
+    assert pools.pool_granularity is not None and pools.pool_granularity.value == "op"
+    queue = concurrency.run_queue_config
+    assert queue is not None and queue.max_concurrent_runs > 0
+    limits = queue.tag_concurrency_limits
+    assert partition_run_limit() in limits
+    backfill = next(t for t in limits if t["key"] == "dagster/backfill")
+    assert 0 < backfill["limit"] < queue.max_concurrent_runs
+    assert not any(t["key"] == HEAVY_TAG_KEY for t in limits)
+
+
+def test_limits_in_the_run_coordinator_are_refused_next_to_pools(tmp_path: Path) -> None:
+    """Why values.yaml empties queuedRunCoordinator: with the chart's defaults there (or any
+    limit), the chart renders run_coordinator limits that Dagster refuses next to
+    concurrency.pools, and the daemon would not start."""
+    defaults = merged_values("dagster", "prod")
+    defaults["dagsterDaemon"]["runCoordinator"] = chart_defaults("dagster")["dagsterDaemon"][
+        "runCoordinator"
+    ]
+    with pytest.raises(DagsterInvalidConfigError, match="max_concurrent_runs"):
+        load_instance(chart_instance_config(defaults), tmp_path / "defaults")
+
+    # The same limits written where the chart has its own keys are refused too.
+    in_coordinator = merged_values("dagster", "prod")
+    runs = in_coordinator["additionalInstanceConfig"]["concurrency"].pop("runs")
+    queued = in_coordinator["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
+    queued["maxConcurrentRuns"] = runs["max_concurrent_runs"]
+    queued["tagConcurrencyLimits"] = runs["tag_concurrency_limits"]
+    assert schema_errors("dagster", in_coordinator) == []  # the chart's schema accepts it
+    with pytest.raises(DagsterInvalidConfigError, match="max_concurrent_runs"):
+        load_instance(chart_instance_config(in_coordinator), tmp_path / "coordinator")
 
 
 def image_uid() -> int:

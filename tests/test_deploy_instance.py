@@ -22,15 +22,14 @@ from typing import Any
 import pytest
 import yaml
 from dagster import DagsterInstance, DagsterRunStatus, materialize
-from dagster._core.run_coordinator import QueuedRunCoordinator
 
 from geospatial_pipeline.config import parse_config
 from geospatial_pipeline.definitions import build_assets
-from geospatial_pipeline.deployment import heavy_run_tags
+from geospatial_pipeline.deployment import RASTER_POOL, RASTER_POOL_LIMITS
 from geospatial_pipeline.local.sample_catalog import generate_sample_catalog
 from geospatial_pipeline.local.stac_server import RustacStacServer
 from geospatial_pipeline.resources import build_resources
-from tools.deploy_checks.helm import merged_values
+from tools.deploy_checks.helm import chart_instance_config, merged_values
 from tools.deploy_checks.k8s import PRODUCTION_INSTANCE, production_run_launcher_config
 
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
@@ -109,17 +108,19 @@ def test_instance_settings_match_the_helm_release(instance: DagsterInstance) -> 
     """The file and helm/dagster/values-prod.yaml describe the same production instance."""
     values = merged_values("dagster", "prod")
     daemon = values["dagsterDaemon"]
-    queued = daemon["runCoordinator"]["config"]["queuedRunCoordinator"]
+    rendered = chart_instance_config(values)
 
-    coordinator = instance.run_coordinator
-    assert isinstance(coordinator, QueuedRunCoordinator)
-    assert coordinator.get_run_queue_config().max_concurrent_runs == queued["maxConcurrentRuns"]
-    limits = coordinator.get_run_queue_config().tag_concurrency_limits
-    assert [(t["key"], t.get("value"), t["limit"]) for t in limits] == [
-        (t["key"], t.get("value"), t["limit"]) for t in queued["tagConcurrencyLimits"]
-    ]
-    ((heavy_key, heavy_value),) = heavy_run_tags().items()
-    assert any(t["key"] == heavy_key and t.get("value") == heavy_value for t in limits)
+    assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+    file_config = production_config()
+    assert file_config["run_coordinator"] == rendered["run_coordinator"]
+    assert file_config["concurrency"] == rendered["concurrency"]
+    concurrency = instance.get_concurrency_config()
+    assert concurrency.pool_config.default_pool_limit == RASTER_POOL_LIMITS["prod"]
+    queue = concurrency.run_queue_config
+    assert queue is not None
+    runs = rendered["concurrency"]["runs"]
+    assert queue.max_concurrent_runs == runs["max_concurrent_runs"]
+    assert queue.tag_concurrency_limits == runs["tag_concurrency_limits"]
 
     assert instance.run_retries_enabled
     assert instance.run_retries_max_retries == daemon["runRetries"]["maxRetries"]
@@ -189,11 +190,14 @@ def test_materialize_a_partition_into_postgres(
             build_assets(config),
             partition_key=DAY.isoformat(),
             resources=build_resources(config),
+            # No run tag: the raster step is limited by the pool it names, not by the job.
             instance=instance,
-            tags=heavy_run_tags(),
         )
     assert result.success
     run_id = result.run_id
+    # The step claimed a slot of the pool, whose limit came from the instance's default.
+    (pool,) = [p for p in instance.event_log_storage.get_pool_limits() if p.name == RASTER_POOL]
+    assert pool.limit == RASTER_POOL_LIMITS["prod"] and pool.from_default
 
     # Straight from PostgreSQL, not through Dagster's storage classes.
     with pg_connect(pg_database) as conn, conn.cursor() as cur:
@@ -206,7 +210,6 @@ def test_materialize_a_partition_into_postgres(
         cur.execute("SELECT key, value FROM run_tags WHERE run_id = %s", (run_id,))
         tags = dict(cur.fetchall())
         assert tags["dagster/partition"] == DAY.isoformat()
-        assert tags["geospatial_pipeline/heavy"] == "raster"
         cur.execute(
             "SELECT asset_key, partition FROM event_logs"
             " WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION'"

@@ -17,7 +17,7 @@ from dagster import (
 )
 
 from geospatial_pipeline.assets.preview import markdown_table
-from geospatial_pipeline.deployment import heavy_op_tags
+from geospatial_pipeline.deployment import RASTER_POOL, heavy_op_tags
 from geospatial_pipeline.layout import band_key, items_key, manifest_key, raw_prefix
 from geospatial_pipeline.partitions import BACKFILL_POLICY, partition_day
 from geospatial_pipeline.raster.cog import gdal_env, validate_cog_path
@@ -141,6 +141,7 @@ def build_ingest_assets(
             ),
         ],
         op_tags=heavy_op_tags(),
+        pool=RASTER_POOL,
     )
     def band_rasters(
         context: AssetExecutionContext,

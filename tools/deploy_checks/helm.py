@@ -158,3 +158,48 @@ def schema_errors(chart: Chart, values: Mapping[str, Any]) -> list[str]:
     return sorted(
         f"{'.'.join(str(p) for p in e.absolute_path) or '<root>'}: {e.message}" for e in errors
     )
+
+
+def _helm_empty(value: Any) -> bool:
+    """Sprig's ``empty``: what ``compact`` drops (nil, false, 0, "", empty list or map)."""
+    return value is None or value is False or value == 0 or value in ("", [], {})
+
+
+def chart_instance_config(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The run-queue and concurrency part of the instance dagster.yaml the dagster chart
+    (1.10) writes into its ConfigMap from ``values``: ``run_coordinator`` rendered as the
+    chart's ``dagsterYaml.runCoordinator.queued`` template does, then
+    ``additionalInstanceConfig`` appended (a top-level key given twice: the later wins,
+    as in PyYAML, which Dagster reads the file with)."""
+    daemon = values["dagsterDaemon"]
+    coordinator = daemon["runCoordinator"]
+    out: dict[str, Any] = {}
+    if daemon["enabled"] and coordinator["enabled"]:
+        if coordinator["type"] != "QueuedRunCoordinator":
+            raise TemplateError(f"run coordinator {coordinator['type']!r} is not rendered here")
+        queued = coordinator["config"].get("queuedRunCoordinator") or {}
+        rendered: dict[str, Any] = {
+            "module": "dagster.core.run_coordinator",
+            "class": "QueuedRunCoordinator",
+        }
+        if not all(_helm_empty(v) for v in queued.values()):
+            max_runs = queued.get("maxConcurrentRuns")
+            config: dict[str, Any] = {"max_concurrent_runs": -1 if max_runs is None else max_runs}
+            for key, name in (
+                ("tagConcurrencyLimits", "tag_concurrency_limits"),
+                ("dequeueIntervalSeconds", "dequeue_interval_seconds"),
+                ("dequeueUseThreads", "dequeue_use_threads"),
+                ("dequeueNumWorkers", "dequeue_num_workers"),
+            ):
+                if not _helm_empty(queued.get(key)):
+                    config[name] = queued[key]
+            block = queued.get("blockOpConcurrencyLimitedRuns")
+            if not _helm_empty(block):
+                config["block_op_concurrency_limited_runs"] = {
+                    "enabled": block["enabled"],
+                    "op_concurrency_slot_buffer": block["opConcurrencySlotBuffer"],
+                }
+            rendered["config"] = config
+        out["run_coordinator"] = rendered
+    out.update(copy.deepcopy(dict(values.get("additionalInstanceConfig") or {})))
+    return out
