@@ -8,7 +8,6 @@ environment (``SNOWFLAKE_PASSWORD``; AWS credentials through the usual AWS chain
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import re
 from importlib import resources
@@ -72,6 +71,12 @@ DEFAULT_BANDS = ("red", "green", "blue", "nir", "scl")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def default_of(model: type[BaseModel], field: str) -> Any:
+    """The default of ``model.field``: what a resource or settings class mirroring a config
+    field uses, so each default is written once, here in the config models."""
+    return model.model_fields[field].get_default(call_default_factory=True)
 
 
 class StacConfig(_Strict):
@@ -219,10 +224,30 @@ def check_unique_aoi_names(aois: list[AoiConfig]) -> list[AoiConfig]:
     return aois
 
 
+# Dagster's documentation recommends at most this many partitions per asset.
+DEFAULT_MAX_PARTITIONS = 100_000
+
+
+class ScopeConfig(_Strict):
+    """What every partition fetches: the named AOIs and the band asset keys (the top of
+    the YAML file; also what the ``scope`` resource re-validates after launchpad edits)."""
+
+    aois: list[AoiConfig] = Field(min_length=1)
+    bands: list[str] = Field(default_factory=lambda: list(DEFAULT_BANDS), min_length=1)
+
+    @field_validator("aois")
+    @classmethod
+    def _unique_names(cls, aois: list[AoiConfig]) -> list[AoiConfig]:
+        return check_unique_aoi_names(aois)
+
+
 class PartitionsConfig(_Strict):
     start_date: dt.date
+    # The last day (included) of a finite project; None: up to the latest complete day.
+    end_date: dt.date | None = None
+    max_partitions: int = Field(default=DEFAULT_MAX_PARTITIONS, ge=1)
 
-    @field_validator("start_date", mode="before")
+    @field_validator("start_date", "end_date", mode="before")
     @classmethod
     def _calendar_day(cls, value: Any) -> Any:
         # Partitions are UTC days. A date-time names an instant, whose UTC day may not be
@@ -253,6 +278,22 @@ class PartitionsConfig(_Strict):
         if value > today:
             raise ValueError(f"start date {value} is in the future (today is {today} UTC)")
         return value
+
+    @field_validator("end_date")
+    @classmethod
+    def _after_start(cls, value: dt.date | None, info: ValidationInfo) -> dt.date | None:
+        start = info.data.get("start_date")
+        if value is not None and start is not None and value < start:
+            raise ValueError(f"end date {value} is before partitions.start_date {start}")
+        return value
+
+    def day_count(self, today: dt.date | None = None) -> int:
+        """Daily partitions per AOI: through end_date when set, else every complete UTC
+        day so far (the count then grows by one a day)."""
+        if self.end_date is not None:
+            return (self.end_date - self.start_date).days + 1
+        today = today or dt.datetime.now(dt.UTC).date()
+        return max(0, (today - self.start_date).days)
 
 
 def storage_url(value: str) -> str:
@@ -383,21 +424,14 @@ WarehouseConfig = Annotated[
 ]
 
 
-class PipelineConfig(_Strict):
+class PipelineConfig(ScopeConfig):
     stac: StacConfig = StacConfig()
-    aois: list[AoiConfig] = Field(min_length=1)
-    bands: list[str] = Field(default_factory=lambda: list(DEFAULT_BANDS), min_length=1)
     partitions: PartitionsConfig
     storage: StorageConfig
     warehouse: WarehouseConfig
     transform: TransformConfig = TransformConfig()
     late_data: LateDataConfig = LateDataConfig()
     schedule: ScheduleConfig = ScheduleConfig()
-
-    @field_validator("aois")
-    @classmethod
-    def _unique_names(cls, aois: list[AoiConfig]) -> list[AoiConfig]:
-        return check_unique_aoi_names(aois)
 
     @model_validator(mode="after")
     def _bands_exist(self) -> PipelineConfig:
@@ -417,6 +451,20 @@ class PipelineConfig(_Strict):
                 raise ValueError(
                     f"bands: the transform needs {needed} (or set transform.enabled: false)"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _partition_count(self) -> PipelineConfig:
+        days = self.partitions.day_count()
+        count = days * len(self.aois)
+        limit = self.partitions.max_partitions
+        if count > limit:
+            raise ValueError(
+                f"partitions.max_partitions: {days:,} days x {len(self.aois)} AOIs = "
+                f"{count:,} partitions per asset, {count - limit:,} over the limit of "
+                f"{limit:,}; group many small fields into one MultiPolygon AOI, or bound "
+                "the days (a later partitions.start_date, a partitions.end_date)"
+            )
         return self
 
     def aoi(self, name: str) -> AoiConfig:
@@ -479,17 +527,3 @@ def require_secrets(config: PipelineConfig, environ: dict[str, str] | None = Non
             f"(nor {SNOWFLAKE_PRIVATE_KEY_ENV_VAR} for key-pair authentication; Snowflake "
             "credentials are read from the environment, never from the file)"
         )
-
-
-def config_summary(config: PipelineConfig) -> str:
-    """A secret-free one-line description for logs and metadata."""
-    return json.dumps(
-        {
-            "stac": config.stac.api_url,
-            "collection": config.stac.collection,
-            "aois": [a.name for a in config.aois],
-            "bands": config.bands,
-            "storage": config.storage.url,
-            "warehouse": config.warehouse.kind,
-        }
-    )

@@ -20,7 +20,7 @@ INGEST_JOB = "ingest_daily"
 
 
 def build_assets(config: PipelineConfig) -> list[AssetsDefinition]:
-    partitions = daily_partitions(config.partitions.start_date)
+    partitions = daily_partitions(config.partitions.start_date, config.partitions.end_date)
     assets = [
         *build_ingest_assets(partitions, "s3" if config.storage.is_s3 else "filesystem"),
         *build_warehouse_assets(partitions, config.warehouse.kind),
@@ -37,7 +37,7 @@ def build_defs(config: PipelineConfig) -> Definitions:
     # Fail while loading the code location, naming the variable, rather than mid-run.
     require_secrets(config)
     assets = build_assets(config)
-    partitions = daily_partitions(config.partitions.start_date)
+    partitions = daily_partitions(config.partitions.start_date, config.partitions.end_date)
     ingest_job = define_asset_job(
         INGEST_JOB,
         selection=assets,
@@ -48,13 +48,15 @@ def build_defs(config: PipelineConfig) -> Definitions:
         "analysis-ready products and datamart tables.",
     )
     schedules = (
-        [build_daily_schedule(ingest_job, config.schedule)] if config.schedule.enabled else []
+        [build_daily_schedule(INGEST_JOB, partitions, config.schedule)]
+        if config.schedule.enabled
+        else []
     )
     return Definitions(
         assets=assets,
         jobs=[ingest_job, reconcile_catalog_job],
         schedules=schedules,
-        sensors=[build_late_scenes_sensor(ingest_job, partitions, config.late_data)],
+        sensors=[build_late_scenes_sensor(INGEST_JOB, partitions, config.late_data)],
         resources=build_resources(config),
         # k8s_job_executor (one pod per step) when GEOSPATIAL_PIPELINE_ENV is dev/prod.
         executor=executor_for(),

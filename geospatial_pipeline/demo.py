@@ -38,7 +38,8 @@ def write_config(out: Path, api_url: str) -> Path:
         "stac": {"api_url": api_url, "collection": "sentinel-2-l2a", "max_cloud_cover": 90},
         "aois": [{"name": name, "bbox": list(bbox)} for name, bbox in DEMO_AOIS.items()],
         "bands": ["red", "green", "blue", "nir", "scl"],
-        "partitions": {"start_date": (DEMO_DAY - dt.timedelta(days=14)).isoformat()},
+        # The sample catalog holds one day: the UI lists exactly the days with data.
+        "partitions": {"start_date": DEMO_DAY.isoformat(), "end_date": DEMO_DAY.isoformat()},
         "storage": {"url": str(out / "objects")},
         "warehouse": {"kind": "duckdb", "path": str(out / "warehouse.duckdb")},
     }

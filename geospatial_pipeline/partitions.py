@@ -14,8 +14,16 @@ BACKFILL_POLICY = BackfillPolicy.multi_run(max_partitions_per_run=1)
 warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=BetaWarning)
 
 
-def daily_partitions(start_date: dt.date) -> DailyPartitionsDefinition:
-    return DailyPartitionsDefinition(start_date=start_date.isoformat(), timezone="UTC")
+def daily_partitions(
+    start_date: dt.date, end_date: dt.date | None = None
+) -> DailyPartitionsDefinition:
+    """UTC days from ``start_date`` to ``end_date`` (both included; None: up to the latest
+    complete day)."""
+    # Dagster's end_date is the first day without a partition.
+    end = None if end_date is None else (end_date + dt.timedelta(days=1)).isoformat()
+    return DailyPartitionsDefinition(
+        start_date=start_date.isoformat(), end_date=end, timezone="UTC"
+    )
 
 
 def partition_day(partition_key: str) -> dt.date:

@@ -17,9 +17,6 @@ from dagster import (
     SkipReason,
     sensor,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import (
-    UnresolvedAssetJobDefinition,
-)
 
 from geospatial_pipeline.assets.ingest import STAC_ITEMS
 from geospatial_pipeline.config import LateDataConfig
@@ -59,7 +56,7 @@ def make_cursor(since: dt.datetime) -> str:
 
 
 def build_late_scenes_sensor(
-    job: UnresolvedAssetJobDefinition,
+    job_name: str,
     partitions: DailyPartitionsDefinition,
     settings: LateDataConfig,
 ) -> SensorDefinition:
@@ -73,7 +70,8 @@ def build_late_scenes_sensor(
 
     @sensor(
         name=SENSOR_NAME,
-        job=job,
+        # Named, not passed: the object define_asset_job returns has no public type.
+        job_name=job_name,
         minimum_interval_seconds=settings.minimum_interval_seconds,
         description=(
             f"Polls the STAC API for items updated since {settings.cursor_overlap_hours:g} h "

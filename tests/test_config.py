@@ -280,3 +280,69 @@ def test_start_date_as_an_unquoted_yaml_datetime_is_refused(
     )
     with pytest.raises(ConfigError, match=r"partitions\.start_date: .*UTC day 2023-12-31"):
         load_config(path)
+
+
+def test_end_date_bounds_the_partitions_inclusively() -> None:
+    from geospatial_pipeline.definitions import build_assets
+
+    config = parse_config(with_("partitions.end_date", "2020-03-04"))
+    assert config.partitions.end_date == dt.date(2020, 3, 4)
+    partitions = build_assets(config)[0].partitions_def
+    assert partitions is not None
+    assert partitions.get_partition_keys() == [
+        "2020-03-01",
+        "2020-03-02",
+        "2020-03-03",
+        "2020-03-04",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("end_date", "words"),
+    [
+        ("2020-02-29", "end date 2020-02-29 is before partitions.start_date 2020-03-01"),
+        ("2020-03-04T00:00:00+05:00", "that instant lies in the UTC day 2020-03-03"),
+    ],
+)
+def test_bad_end_date_names_the_field(end_date: str, words: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(with_("partitions.end_date", end_date), "test.yaml")
+    lines = str(err.value).splitlines()
+    assert any(ln.strip().startswith("partitions.end_date") and words in ln for ln in lines), lines
+
+
+def test_partition_count_over_max_partitions_is_refused_with_the_arithmetic() -> None:
+    # 366 days (2020 is a leap year) x 2 AOIs = 732 partitions per asset.
+    doc = with_("partitions", {"start_date": "2020-01-01", "end_date": "2020-12-31"})
+    assert parse_config({**doc, "partitions": {**doc["partitions"], "max_partitions": 732}})
+    with pytest.raises(ConfigError) as err:
+        parse_config({**doc, "partitions": {**doc["partitions"], "max_partitions": 700}})
+    message = str(err.value)
+    assert "partitions.max_partitions: 366 days x 2 AOIs = 732 partitions per asset" in message
+    assert "32 over the limit of 700" in message
+    assert "one MultiPolygon AOI" in message
+
+
+def test_default_max_partitions_counts_days_up_to_today() -> None:
+    # Without an end date every complete UTC day counts: 40 AOIs since 2019 pass 100,000.
+    aois = [
+        {"name": f"f{i}", "bbox": [9.0 + i / 100, 47.0, 9.005 + i / 100, 47.005]} for i in range(40)
+    ]
+    doc = {**with_("partitions.start_date", "2019-01-01"), "aois": aois}
+    days = (dt.datetime.now(dt.UTC).date() - dt.date(2019, 1, 1)).days
+    assert days * 40 > 100_000
+    with pytest.raises(ConfigError, match=rf"{days:,} days x 40 AOIs = {days * 40:,} partitions"):
+        parse_config(doc)
+    assert parse_config({**doc, "aois": aois[:2]}).partitions.max_partitions == 100_000
+
+
+def test_demo_config_lists_only_the_days_it_has_data_for(tmp_path: Path) -> None:
+    from geospatial_pipeline.demo import DEMO_DAY, write_config
+
+    config = load_config(write_config(tmp_path, "http://127.0.0.1:9"))
+    assert config.partitions.start_date == config.partitions.end_date == DEMO_DAY
+    from geospatial_pipeline.definitions import build_assets
+
+    partitions = build_assets(config)[0].partitions_def
+    assert partitions is not None
+    assert partitions.get_partition_keys() == [DEMO_DAY.isoformat()]

@@ -122,7 +122,7 @@ def test_jobs_schedules_sensors_listed(tmp_path: Path, monkeypatch: pytest.Monke
     assert schedule.execution_timezone in (None, "UTC")
     # At 06:00 UTC on the 16th the latest complete UTC day is the 15th.
     when = dt.datetime(2024, 6, 16, 6, 0, tzinfo=dt.UTC)
-    with build_schedule_context(scheduled_execution_time=when) as context:
+    with build_schedule_context(scheduled_execution_time=when, repository_def=repo) as context:
         requests = schedule.evaluate_tick(context).run_requests or []
     assert [r.partition_key for r in requests] == ["2024-06-15"]
     sensor = repo.get_sensor_def("late_scenes_sensor")

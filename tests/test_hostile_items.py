@@ -300,7 +300,7 @@ def test_allowed_asset_hosts_config_reaches_the_resource() -> None:
         }
     )
     stac = build_resources(config)["stac"]
-    assert stac.settings().allowed_asset_hosts == ("file://",)
+    assert stac.settings().allowed_asset_hosts == ["file://"]
     # A value edited in the launchpad is checked again, with the field named.
     edited = StacSearchResource(api_url="http://127.0.0.1:9", allowed_asset_hosts=["ftp://x"])
     with pytest.raises(ConfigError, match=r"allowed_asset_hosts: 'ftp://x'"):

@@ -1,10 +1,10 @@
 """The compiled transform pass and AOI rasterizer against plain numpy and GDAL.
 
 ``scene_pass`` must give bit for bit what the numpy definitions in
-``geospatial_pipeline.raster.reflectance`` give (``to_reflectance``,
-``normalized_difference``), with every input placed on the grid at awkward offsets: bands
-that cover only part of the grid, SCL at 20 m starting half a pixel-pair off, no-data DNs,
-resampled float inputs with NaN, and no blue band.
+``tests/numpy_reference.py`` give (``to_reflectance``, ``normalized_difference``), with
+every input placed on the grid at awkward offsets: bands that cover only part of the grid,
+SCL at 20 m starting half a pixel-pair off, no-data DNs, resampled float inputs with NaN,
+and no blue band.
 """
 
 from __future__ import annotations
@@ -24,12 +24,9 @@ from geospatial_pipeline.raster.reflectance import (
     DARK_SCL_CLASSES,
     EVIDENCE_SCL_CLASSES,
     NEGATIVE_OK_SCL_CLASSES,
-    normalized_difference,
-    to_reflectance,
 )
 from geospatial_pipeline.raster.scene import (
     CLOUD_SCL,
-    DEFAULT_INVALID_SCL,
     SHADOW_SCL,
     RawScene,
     SceneMeta,
@@ -37,9 +34,11 @@ from geospatial_pipeline.raster.scene import (
     transform_raw,
 )
 from geospatial_pipeline.raster.window import project_geometry
+from tests.numpy_reference import normalized_difference, to_reflectance
 
 H, W = 41, 57  # odd sizes: partial SCL pixel pairs at the edges
 BANDS = ("red", "green", "blue", "nir")
+INVALID_SCL = TransformSettings().invalid_scl
 
 
 def _expand(array: np.ndarray, row: int, col: int, k: int, fill: Any) -> np.ndarray:
@@ -79,7 +78,7 @@ def _reference(
     has = inside & (scl != 0)
     for dn in dns.values():
         has &= np.isfinite(dn)
-    valid = has & ~np.isin(scl, DEFAULT_INVALID_SCL)
+    valid = has & ~np.isin(scl, INVALID_SCL)
     layers = {b: to_reflectance(dn, valid, offset_dn, scale) for b, dn in dns.items()}
     layers["ndvi"] = normalized_difference(layers["nir"], layers["red"])
     layers["ndwi"] = normalized_difference(layers["green"], layers["nir"])
@@ -128,7 +127,7 @@ def _run(
         np.array(scl[1:3], dtype=np.int64),
         scl[3],
         K.class_flags(
-            DEFAULT_INVALID_SCL,
+            INVALID_SCL,
             CLOUD_SCL,
             SHADOW_SCL,
             EVIDENCE_SCL_CLASSES,

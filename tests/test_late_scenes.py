@@ -114,12 +114,7 @@ def world(
 
 def _sensor(config: Any) -> Any:
     partitions = daily_partitions(config.partitions.start_date)
-    from dagster import define_asset_job
-
-    job = define_asset_job(
-        "ingest_daily", selection=build_assets(config), partitions_def=partitions
-    )
-    return build_late_scenes_sensor(job, partitions, config.late_data)
+    return build_late_scenes_sensor("ingest_daily", partitions, config.late_data)
 
 
 def _tick(world: dict[str, Any], cursor: str | None) -> tuple[list[Any], str | None, Any]:

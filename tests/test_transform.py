@@ -37,7 +37,6 @@ from geospatial_pipeline.raster.reflectance import (
     ABSENT_SHARE,
     BOA_OFFSET_DN,
     metadata_offset_present,
-    to_reflectance,
 )
 from geospatial_pipeline.raster.scene import (
     SceneLayers,
@@ -56,6 +55,7 @@ from geospatial_pipeline.stac.products import (
 )
 from tests.conftest import EARTH_SEARCH, S2_COGS, require_shared_data
 from tests.geotiff import write_geotiff
+from tests.numpy_reference import to_reflectance
 
 INVALID_SCL = (0, 1, 3, 8, 9, 10)
 REAL_FILES = {"red": "B04.tif", "green": "B03.tif", "blue": "B02.tif", "nir": "B08.tif"}
@@ -97,7 +97,7 @@ def real_paths() -> dict[str, str]:
 
 def real_settings() -> TransformSettings:
     return TransformSettings(
-        resolution=100, crs=REAL_EPSG, anchor=REAL_ANCHOR, resampling="nearest"
+        resolution=100, crs=REAL_EPSG, grid_anchor=REAL_ANCHOR, resampling="nearest"
     )
 
 
@@ -595,7 +595,9 @@ def test_blocked_transform_equals_whole(tmp_path: Path) -> None:
     aoi = box(-11.10, 25.05, -10.95, 25.22)  # holds cloud classes 8, 9, 10
     meta = SceneMeta("02.14", False, None)
     for settings in (
-        TransformSettings(resolution=100, crs="EPSG:32629", anchor=(80, 20), resampling="nearest"),
+        TransformSettings(
+            resolution=100, crs="EPSG:32629", grid_anchor=(80, 20), resampling="nearest"
+        ),
         TransformSettings(resolution=30, resampling="bilinear"),
     ):
         grid = aoi_grid(aoi, settings.resolution, settings.crs, settings.anchor)

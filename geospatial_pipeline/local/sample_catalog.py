@@ -1219,7 +1219,3 @@ def iter_asset_paths(catalog: SampleCatalog) -> Iterator[Path]:
     for item in catalog.items:
         for asset in item["assets"].values():
             yield Path(asset["href"])
-
-
-def catalog_size_bytes(catalog: SampleCatalog) -> int:
-    return sum(p.stat().st_size for p in iter_asset_paths(catalog))

@@ -19,6 +19,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
+from geospatial_pipeline.config import TransformConfig
 from geospatial_pipeline.errors import RasterError
 from geospatial_pipeline.raster.cog import COG_BLOCKSIZE, cog_options
 from geospatial_pipeline.raster.grid import Grid, Placed, aoi_spans, place_on_grid
@@ -53,19 +54,22 @@ from geospatial_pipeline.raster.reflectance import (
 
 REFLECTANCE_BANDS = ("red", "green", "blue", "nir")
 REQUIRED_BANDS = ("red", "green", "nir", "scl")
-DEFAULT_INVALID_SCL = (0, 1, 3, 8, 9, 10)
 CLOUD_SCL = (8, 9, 10)
 SHADOW_SCL = (3,)
 FLOAT_NODATA = float("nan")
 
 
-@dataclass(frozen=True)
-class TransformSettings:
-    resolution: float = 10.0
-    crs: str | None = None
-    anchor: tuple[float, float] = (0.0, 0.0)
-    invalid_scl: tuple[int, ...] = DEFAULT_INVALID_SCL
-    resampling: str = "bilinear"
+class TransformSettings(TransformConfig):
+    """The ``transform`` configuration as the raster functions read it: every field, default
+    and check is TransformConfig's."""
+
+    @property
+    def anchor(self) -> tuple[float, float]:
+        return self.grid_anchor
+
+    @property
+    def invalid_scl(self) -> tuple[int, ...]:
+        return tuple(self.invalid_scl_classes)
 
 
 @dataclass

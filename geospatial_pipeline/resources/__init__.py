@@ -44,22 +44,9 @@ def build_warehouse(config: PipelineConfig) -> WarehouseResource:
 
 def build_resources(config: PipelineConfig) -> dict[str, Any]:
     return {
-        "stac": StacSearchResource(
-            api_url=config.stac.api_url,
-            collection=config.stac.collection,
-            max_cloud_cover=config.stac.max_cloud_cover,
-            max_items_per_day=config.stac.max_items_per_day,
-            page_size=config.stac.page_size,
-            timeout_s=config.stac.timeout_s,
-            max_retries=config.stac.max_retries,
-            allowed_asset_hosts=config.stac.allowed_asset_hosts,
-        ),
+        "stac": StacSearchResource.from_config(config.stac),
         "scope": ScopeResource.from_config(config),
-        "object_store": ObjectStoreResource(
-            url=config.storage.url,
-            endpoint_url=config.storage.endpoint_url,
-            region=config.storage.region,
-        ),
+        "object_store": ObjectStoreResource.from_config(config.storage),
         "warehouse": build_warehouse(config),
         "transform": TransformResource.from_config(config.transform),
     }

@@ -7,16 +7,16 @@ import json
 from collections.abc import Sequence
 
 from dagster import Config, ConfigurableResource
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
 from geospatial_pipeline.config import (
     AoiConfig,
-    PipelineConfig,
-    check_unique_aoi_names,
+    ScopeConfig,
+    StacConfig,
+    default_of,
     format_errors,
 )
 from geospatial_pipeline.errors import ConfigError
-from geospatial_pipeline.stac.hrefs import check_allowed_hosts
 from geospatial_pipeline.stac.search import (
     AoiQuery,
     DayItems,
@@ -27,50 +27,37 @@ from geospatial_pipeline.stac.search import (
 
 
 class StacSearchResource(ConfigurableResource):
-    """A STAC API (Earth Search v1 by default) searched one UTC day at a time."""
+    """A STAC API (Earth Search v1 by default) searched one UTC day at a time. The fields
+    of config.StacConfig in types the launchpad edits; their defaults and checks are the
+    config's."""
 
-    api_url: str
-    collection: str = "sentinel-2-l2a"
-    max_cloud_cover: float = 100.0
-    max_items_per_day: int = 200
-    page_size: int = 100
-    timeout_s: float = 30.0
-    max_retries: int = 5
+    api_url: str = default_of(StacConfig, "api_url")
+    collection: str = default_of(StacConfig, "collection")
+    max_cloud_cover: float = default_of(StacConfig, "max_cloud_cover")
+    max_items_per_day: int = default_of(StacConfig, "max_items_per_day")
+    page_size: int = default_of(StacConfig, "page_size")
+    timeout_s: float = default_of(StacConfig, "timeout_s")
+    max_retries: int = default_of(StacConfig, "max_retries")
     # None: the catalog's default data hosts (see stac.hrefs).
-    allowed_asset_hosts: list[str] | None = None
+    allowed_asset_hosts: list[str] | None = default_of(StacConfig, "allowed_asset_hosts")
 
     def settings(self) -> SearchSettings:
+        # Re-checked here: a value edited in the launchpad skips the YAML validation.
+        values = {f: getattr(self, f) for f in StacConfig.model_fields}
         try:
-            # Re-checked here: a value edited in the launchpad skips the YAML validation.
-            hosts = check_allowed_hosts(self.allowed_asset_hosts, self.api_url)
-        except ValueError as exc:
-            raise ConfigError(f"resource 'stac': allowed_asset_hosts: {exc}") from None
-        return SearchSettings(
-            api_url=self.api_url,
-            collection=self.collection,
-            max_cloud_cover=self.max_cloud_cover,
-            max_items_per_day=self.max_items_per_day,
-            page_size=self.page_size,
-            timeout_s=self.timeout_s,
-            max_retries=self.max_retries,
-            allowed_asset_hosts=None if hosts is None else tuple(hosts),
-        )
+            return SearchSettings.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigError(format_errors(exc, "resource 'stac'")) from None
+
+    @classmethod
+    def from_config(cls, config: StacConfig) -> StacSearchResource:
+        return cls(**config.model_dump())
 
     def search_day(self, day: dt.date, aois: Sequence[AoiConfig], bands: Sequence[str]) -> DayItems:
         settings = self.settings()
         client = open_client(settings)
         queries = [AoiQuery(a.name, a.geojson, a.bbox) for a in aois]
         return search_day(client, settings, day, queries, bands)
-
-
-class _ScopeCheck(BaseModel):
-    aois: list[AoiConfig] = Field(min_length=1)
-    bands: list[str] = Field(min_length=1)
-
-    @field_validator("aois")
-    @classmethod
-    def _unique_names(cls, aois: list[AoiConfig]) -> list[AoiConfig]:
-        return check_unique_aoi_names(aois)
 
 
 class AoiSpec(Config):
@@ -100,7 +87,7 @@ class ScopeResource(ConfigurableResource):
                 ],
                 "bands": self.bands,
             }
-            validated = _ScopeCheck.model_validate(doc)
+            validated = ScopeConfig.model_validate(doc)
         except ValidationError as exc:
             raise ConfigError(format_errors(exc, "resource 'scope'")) from None
         except json.JSONDecodeError as exc:
@@ -108,7 +95,7 @@ class ScopeResource(ConfigurableResource):
         return validated.aois
 
     @classmethod
-    def from_config(cls, config: PipelineConfig) -> ScopeResource:
+    def from_config(cls, config: ScopeConfig) -> ScopeResource:
         return cls(
             aois=[
                 AoiSpec(

@@ -8,7 +8,7 @@ from dagster import ConfigurableResource
 from pydantic import PrivateAttr, field_validator
 from rasterio.session import AWSSession, Session
 
-from geospatial_pipeline.config import storage_url
+from geospatial_pipeline.config import StorageConfig, default_of, storage_url
 from geospatial_pipeline.raster.gdal_env import cloud_read_options, s3_endpoint_options
 from geospatial_pipeline.storage.object_store import LocalObjectStore, ObjectStore, S3ObjectStore
 
@@ -21,9 +21,10 @@ class ObjectStoreResource(ConfigurableResource):
     exist for S3-compatible servers and are wired from ``EnvVar`` only.
     """
 
+    # The fields of config.StorageConfig; their defaults are the config's.
     url: str
-    endpoint_url: str | None = None
-    region: str = "us-east-1"
+    endpoint_url: str | None = default_of(StorageConfig, "endpoint_url")
+    region: str = default_of(StorageConfig, "region")
     access_key_id: str | None = None
     secret_access_key: str | None = None
 
@@ -36,6 +37,10 @@ class ObjectStoreResource(ConfigurableResource):
         # The launchpad can override the config: the same rule, or the working directory
         # would become the store.
         return storage_url(value)
+
+    @classmethod
+    def from_config(cls, config: StorageConfig) -> ObjectStoreResource:
+        return cls(**config.model_dump())
 
     @property
     def is_s3(self) -> bool:

@@ -3,48 +3,40 @@
 from __future__ import annotations
 
 from dagster import ConfigurableResource
+from pydantic import ValidationError
 
-from geospatial_pipeline.config import TransformConfig
+from geospatial_pipeline.config import TransformConfig, default_of, format_errors
+from geospatial_pipeline.errors import ConfigError
 from geospatial_pipeline.raster.scene import TransformSettings
+
+# Chosen when the code location loads (it decides which assets exist), not per run.
+NOT_PER_RUN = frozenset({"enabled"})
 
 
 class TransformResource(ConfigurableResource):
-    resolution: float = 10.0
-    crs: str | None = None
-    grid_anchor: list[float] = [0.0, 0.0]
-    invalid_scl_classes: list[int] = [0, 1, 3, 8, 9, 10]
-    resampling: str = "bilinear"
-    min_valid_fraction: float = 0.0
-    max_negative_reflectance_share: float = 0.01
-    block_pixels: int = 8_000_000
+    """The fields of config.TransformConfig (minus ``enabled``) in types the launchpad edits;
+    their defaults and checks are the config's."""
+
+    resolution: float = default_of(TransformConfig, "resolution")
+    crs: str | None = default_of(TransformConfig, "crs")
+    grid_anchor: list[float] = list(default_of(TransformConfig, "grid_anchor"))
+    invalid_scl_classes: list[int] = default_of(TransformConfig, "invalid_scl_classes")
+    resampling: str = default_of(TransformConfig, "resampling")
+    min_valid_fraction: float = default_of(TransformConfig, "min_valid_fraction")
+    max_negative_reflectance_share: float = default_of(
+        TransformConfig, "max_negative_reflectance_share"
+    )
+    block_pixels: int = default_of(TransformConfig, "block_pixels")
 
     def settings(self) -> TransformSettings:
-        checked = TransformConfig(
-            resolution=self.resolution,
-            crs=self.crs,
-            grid_anchor=(self.grid_anchor[0], self.grid_anchor[1]),
-            invalid_scl_classes=self.invalid_scl_classes,
-            resampling=self.resampling,
-            min_valid_fraction=self.min_valid_fraction,
-            max_negative_reflectance_share=self.max_negative_reflectance_share,
-        )
-        return TransformSettings(
-            resolution=checked.resolution,
-            crs=checked.crs,
-            anchor=checked.grid_anchor,
-            invalid_scl=tuple(checked.invalid_scl_classes),
-            resampling=checked.resampling,
-        )
+        """The values checked by the config's rules: a value edited in the launchpad skips
+        the YAML validation."""
+        values = {f: getattr(self, f) for f in TransformConfig.model_fields if f not in NOT_PER_RUN}
+        try:
+            return TransformSettings.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigError(format_errors(exc, "resource 'transform'")) from None
 
     @classmethod
     def from_config(cls, config: TransformConfig) -> TransformResource:
-        return cls(
-            resolution=config.resolution,
-            crs=config.crs,
-            grid_anchor=list(config.grid_anchor),
-            invalid_scl_classes=list(config.invalid_scl_classes),
-            resampling=config.resampling,
-            min_valid_fraction=config.min_valid_fraction,
-            max_negative_reflectance_share=config.max_negative_reflectance_share,
-            block_pixels=config.block_pixels,
-        )
+        return cls(**config.model_dump(exclude=set(NOT_PER_RUN)))

@@ -15,6 +15,7 @@ from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
 from urllib3.util.retry import Retry
 
+from geospatial_pipeline.config import StacConfig
 from geospatial_pipeline.errors import StacSearchError
 from geospatial_pipeline.stac.dedupe import Superseded, dedupe_scenes
 from geospatial_pipeline.stac.hrefs import AssetHostPolicy
@@ -37,18 +38,11 @@ FILTER_CONFORMANCE = (
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 
 
-@dataclass(frozen=True)
-class SearchSettings:
-    api_url: str
-    collection: str
-    max_cloud_cover: float = 100.0
-    max_items_per_day: int = 200
-    page_size: int = 100
-    timeout_s: float = 30.0
-    max_retries: int = 5
+class SearchSettings(StacConfig):
+    """The ``stac`` configuration as the search functions read it: every field, default and
+    check is StacConfig's; only the retry backoff (not configurable) is added."""
+
     backoff_s: float = 0.5
-    # Entries as in stac.hrefs; None: the default for api_url (see default_asset_hosts).
-    allowed_asset_hosts: tuple[str, ...] | None = None
 
     def asset_hosts(self) -> AssetHostPolicy:
         return AssetHostPolicy.for_catalog(self.api_url, self.allowed_asset_hosts)
