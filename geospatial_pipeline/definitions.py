@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from dagster import AssetsDefinition, Definitions, define_asset_job
+from dagster import AssetsDefinition, AssetSelection, Definitions, define_asset_job
 
+from geospatial_pipeline.assets.catalog import (
+    STAC_CATALOG_ROOT,
+    build_catalog_assets,
+    catalog_root_sensor,
+)
 from geospatial_pipeline.assets.datamart import build_datamart_assets
 from geospatial_pipeline.assets.ingest import build_ingest_assets
 from geospatial_pipeline.assets.transform import build_transform_assets
@@ -28,6 +33,7 @@ def build_assets(config: PipelineConfig) -> list[AssetsDefinition]:
     if config.transform.enabled:
         assets += [
             *build_transform_assets(partitions),
+            *build_catalog_assets(partitions),
             *build_datamart_assets(partitions, config.warehouse.kind),
         ]
     return assets
@@ -40,7 +46,9 @@ def build_defs(config: PipelineConfig) -> Definitions:
     partitions = daily_partitions(config.partitions.start_date, config.partitions.end_date)
     ingest_job = define_asset_job(
         INGEST_JOB,
-        selection=assets,
+        # Without the root catalog: concurrent day runs would race on it (list-then-write);
+        # its automation condition runs it once the days' sub-catalogs have changed.
+        selection=AssetSelection.assets(*assets) - AssetSelection.assets(STAC_CATALOG_ROOT),
         partitions_def=partitions,
         # Run-level tag the QueuedRunCoordinator limits (heavy raster runs).
         tags=heavy_run_tags(),
@@ -56,7 +64,10 @@ def build_defs(config: PipelineConfig) -> Definitions:
         assets=assets,
         jobs=[ingest_job, reconcile_catalog_job],
         schedules=schedules,
-        sensors=[build_late_scenes_sensor(INGEST_JOB, partitions, config.late_data)],
+        sensors=[
+            build_late_scenes_sensor(INGEST_JOB, partitions, config.late_data),
+            *([catalog_root_sensor()] if config.transform.enabled else []),
+        ],
         resources=build_resources(config),
         # k8s_job_executor (one pod per step) when GEOSPATIAL_PIPELINE_ENV is dev/prod.
         executor=executor_for(),

@@ -121,6 +121,7 @@ def _query_hint(db: Path) -> str:
 def run_demo(out: Path) -> dict[str, Any]:
     from dagster import DagsterInstance
 
+    from geospatial_pipeline.assets.catalog import STAC_CATALOG_ROOT
     from geospatial_pipeline.definitions import build_defs
 
     catalog = _prepare(out)
@@ -136,8 +137,15 @@ def run_demo(out: Path) -> dict[str, Any]:
             result = job.execute_in_process(
                 partition_key=partition, instance=instance, raise_on_error=False
             )
-        if not result.success:
-            raise SystemExit("demo run failed; see the log above")
+            if not result.success:
+                raise SystemExit("demo run failed; see the log above")
+            # The root catalog is no part of the day's job (one writer across days); in a
+            # deployment its automation sensor runs it, here it runs right after the day.
+            root = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+                instance=instance, asset_selection=[STAC_CATALOG_ROOT], raise_on_error=False
+            )
+            if not root.success:
+                raise SystemExit("demo root catalog failed; see the log above")
         mats = {
             name: result.asset_materializations_for_node(name)
             for name in ("stac_items", "band_rasters", "scene_metadata")

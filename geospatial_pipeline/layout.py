@@ -30,7 +30,13 @@ def manifest_key(collection: str, day: dt.date) -> str:
     )
 
 
+# The static catalog: one writer per document. Each day's run writes only its own
+# sub-catalog; stac_catalog_root alone writes the root and the collection.
 PRODUCTS_ROOT = "processed/catalog.json"
+
+
+def products_collection_key(collection: str) -> str:
+    return join_key("processed", sanitize_component(collection), "collection.json")
 
 
 def processed_prefix(collection: str, day: dt.date) -> str:
@@ -38,7 +44,8 @@ def processed_prefix(collection: str, day: dt.date) -> str:
 
 
 def day_catalog_key(collection: str, day: dt.date) -> str:
-    return join_key(processed_prefix(collection, day), "catalog.json")
+    """The day's sub-catalog (a STAC Collection, so it carries the day's extent)."""
+    return join_key(processed_prefix(collection, day), "collection.json")
 
 
 def product_dir(collection: str, day: dt.date, aoi: str, item_id: str) -> str:
@@ -47,8 +54,16 @@ def product_dir(collection: str, day: dt.date, aoi: str, item_id: str) -> str:
     )
 
 
-def products_manifest_key(collection: str, day: dt.date) -> str:
-    return join_key("manifests", sanitize_component(collection), day.isoformat(), "products.json")
+def scene_products_manifest_key(collection: str, day: dt.date) -> str:
+    return join_key(
+        "manifests", sanitize_component(collection), day.isoformat(), "scene_products.json"
+    )
+
+
+def composite_manifest_key(collection: str, day: dt.date) -> str:
+    return join_key(
+        "manifests", sanitize_component(collection), day.isoformat(), "ndvi_composite.json"
+    )
 
 
 def late_record_key(day: dt.date, item_id: str) -> str:

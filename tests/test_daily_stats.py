@@ -29,7 +29,7 @@ from shapely import contains_xy
 from shapely.geometry import box, mapping
 
 from geospatial_pipeline.assets.datamart import DAILY_STATS_KEY
-from geospatial_pipeline.assets.transform import ANALYSIS_READY
+from geospatial_pipeline.assets.transform import NDVI_COMPOSITE, SCENE_PRODUCTS
 from geospatial_pipeline.config import parse_config
 from geospatial_pipeline.definitions import build_assets
 from geospatial_pipeline.layout import band_key, items_key, manifest_key
@@ -202,7 +202,7 @@ def materialized(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
             "transform": {"resolution": 10},
         }
     )
-    wanted = {ANALYSIS_READY, DAILY_STATS_KEY}
+    wanted = {SCENE_PRODUCTS, NDVI_COMPOSITE, DAILY_STATS_KEY}
     assets = [a for a in build_assets(config) if wanted & set(a.keys)]
     with DagsterInstance.ephemeral() as instance:
         result = materialize(

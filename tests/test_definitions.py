@@ -43,7 +43,11 @@ def test_definitions_load_with_production_shaped_config(
             "stac_items",
             "band_rasters",
             "scene_metadata",
-            "analysis_ready_rasters",
+            "scene_products",
+            "ndvi_composite",
+            "stac_catalog",
+            "stac_catalog_root",
+            "scene_quality",
             "daily_aoi_stats",
             "product_catalog",
         )
@@ -63,6 +67,7 @@ def test_definitions_load_with_production_shaped_config(
         "stac_items_valid",
         "offset_metadata_agrees",
         "products_reconcile",
+        "catalog_valid",
     }
     assert graph.get(AssetKey("scene_metadata")).kinds >= {"snowflake"}
     assert graph.get(AssetKey("band_rasters")).kinds >= {"s3", "cog"}
@@ -116,7 +121,10 @@ def test_jobs_schedules_sensors_listed(tmp_path: Path, monkeypatch: pytest.Monke
         "reconcile_catalog",
     ]
     assert [s.name for s in repo.schedule_defs] == ["daily_ingest_schedule"]
-    assert [s.name for s in repo.sensor_defs] == ["late_scenes_sensor"]
+    assert sorted(s.name for s in repo.sensor_defs) == [
+        "late_scenes_sensor",
+        "stac_catalog_root_sensor",
+    ]
     schedule = repo.get_schedule_def("daily_ingest_schedule")
     assert schedule.cron_schedule == "0 6 * * *"
     assert schedule.execution_timezone in (None, "UTC")

@@ -44,6 +44,7 @@ ALL_CHECKS = {
     "stac_items_valid",
     "offset_metadata_agrees",
     "products_reconcile",
+    "catalog_valid",
 }
 LAYERS = ("red", "green", "blue", "nir", "ndvi", "ndwi")
 
@@ -103,8 +104,12 @@ def test_products_and_items_published(pipeline_run: dict[str, Any]) -> None:
             assert f"{prefix}/{aoi}/{ITEM}/{layer}.tif" in objects
         assert f"{prefix}/{aoi}/{ITEM}/item.json" in objects
         assert f"{prefix}/{aoi}/composite/ndvi_median.tif" in objects
-    meta = mat_meta(pipeline_run["first"], "analysis_ready_rasters")
-    assert meta["scenes"] == 2 and meta["stac_items"] == 4 and meta["objects"] == 14
+    meta = mat_meta(pipeline_run["first"], "scene_products")
+    assert meta["scenes"] == 2 and meta["stac_items"] == 2 and meta["objects"] == 12
+    meta = mat_meta(pipeline_run["first"], "ndvi_composite")
+    assert meta["aois"] == 2 and meta["objects"] == 2
+    meta = mat_meta(pipeline_run["first"], "stac_catalog")
+    assert meta["stac_items"] == 4
 
 
 def test_rerun_is_identical(pipeline_run: dict[str, Any]) -> None:

@@ -384,7 +384,11 @@ def test_object_store_killed_mid_partition_rerun_converges(
 # ---------------------------------------------------------------------------- re-runs
 # When the products of a run were made (STAC `processing:datetime`, the manifest's and the
 # catalog's `created`): a fresh store gets this run's time, everything else is equal.
-RUN_TIME_FIELDS = {"item.json": "processing:datetime", "products.json": "created"}
+RUN_TIME_FIELDS = {
+    "item.json": "processing:datetime",
+    "scene_products.json": "created",
+    "ndvi_composite.json": "created",
+}
 RUN_TIME_COLUMNS = {("product_catalog", "created")}
 
 

@@ -1,13 +1,14 @@
 """Datamart: daily AOI statistics, per-scene quality and the product catalog, in the
-warehouse (partition rows replaced on every run)."""
+warehouse (partition rows replaced on every run), from the day's product manifests."""
 
 import datetime as dt
 from typing import Any
 
 from dagster import (
+    AssetCheckExecutionContext,
     AssetCheckResult,
+    AssetChecksDefinition,
     AssetCheckSeverity,
-    AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
@@ -15,16 +16,14 @@ from dagster import (
     MaterializeResult,
     MetadataValue,
     asset,
+    asset_check,
 )
 from shapely.geometry.base import BaseGeometry
 
+from geospatial_pipeline.assets.catalog import STAC_CATALOG
 from geospatial_pipeline.assets.ingest import load_manifest
 from geospatial_pipeline.assets.preview import markdown_table
-from geospatial_pipeline.assets.transform import (
-    ANALYSIS_READY,
-    COMPOSITE_ID,
-    load_products_manifest,
-)
+from geospatial_pipeline.assets.transform import NDVI_COMPOSITE, SCENE_PRODUCTS
 from geospatial_pipeline.errors import PipelineError
 from geospatial_pipeline.layout import day_catalog_key, processed_prefix
 from geospatial_pipeline.partitions import BACKFILL_POLICY, partition_day
@@ -35,11 +34,22 @@ from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
 from geospatial_pipeline.resources.storage import ObjectStoreResource
 from geospatial_pipeline.resources.transform import TransformResource
 from geospatial_pipeline.resources.warehouse import WarehouseResource
+from geospatial_pipeline.stac.publish import (
+    COMPOSITE_ID,
+    day_products,
+    layer_key,
+    scene_products_of,
+)
 from geospatial_pipeline.storage.object_store import ObjectStore
 from geospatial_pipeline.warehouse.tables import DAILY_AOI_STATS, PRODUCT_CATALOG, SCENE_QUALITY
 
 DAILY_STATS_KEY = AssetKey("daily_aoi_stats")
 PRODUCT_CATALOG_KEY = AssetKey("product_catalog")
+SCENE_QUALITY_KEY = AssetKey("scene_quality")
+# Bumped by hand whenever a change alters the rows the asset writes.
+DAILY_STATS_VERSION = "1"
+SCENE_QUALITY_VERSION = "1"
+PRODUCT_CATALOG_VERSION = "1"
 
 
 def _timestamp(value: str) -> dt.datetime:
@@ -75,13 +85,6 @@ def scene_quality_rows(day: dt.date, products: list[dict[str, Any]]) -> list[dic
     return rows
 
 
-def _layer_key(product: dict[str, Any], name: str) -> str:
-    for layer in product["layers"]:
-        if layer["product"] == name:
-            return str(layer["key"])
-    raise PipelineError(f"product {product['item_id']}/{product['aoi']} has no {name!r} layer")
-
-
 def daily_stats_rows(
     day: dt.date,
     products: list[dict[str, Any]],
@@ -110,12 +113,12 @@ def daily_stats_rows(
         missing = [p["item_id"] for p in mine if (p["item_id"], aoi) not in scl_keys]
         if missing:
             raise PipelineError(f"AOI {aoi!r}: no ingested scl object for item(s) {missing}")
-        composite = store.gdal_path(_layer_key(composites[aoi], "ndvi_median"))
+        composite = store.gdal_path(layer_key(composites[aoi], "ndvi_median"))
         sources = [
             SceneSources(
                 item_id=p["item_id"],
-                red=store.gdal_path(_layer_key(p, "red")),
-                ndwi=store.gdal_path(_layer_key(p, "ndwi")),
+                red=store.gdal_path(layer_key(p, "red")),
+                ndwi=store.gdal_path(layer_key(p, "ndwi")),
                 scl=store.gdal_path(scl_keys[(p["item_id"], aoi)]),
             )
             for p in mine
@@ -157,20 +160,19 @@ def product_rows(day: dt.date, products: list[dict[str, Any]]) -> list[dict[str,
 
 def build_datamart_assets(
     partitions: DailyPartitionsDefinition, warehouse_kind: str
-) -> list[AssetsDefinition]:
+) -> list[AssetsDefinition | AssetChecksDefinition]:
     @asset(
         key=DAILY_STATS_KEY,
         partitions_def=partitions,
         backfill_policy=BACKFILL_POLICY,
-        deps=[ANALYSIS_READY],
+        deps=[SCENE_PRODUCTS, NDVI_COMPOSITE],
         group_name="datamart",
         kinds={warehouse_kind, "table"},
+        code_version=DAILY_STATS_VERSION,
         description=(
             "Per AOI and day, over one mosaic (each AOI pixel counted once where scenes "
             "overlap): scenes used, valid/cloud/shadow fractions from SCL, NDVI "
-            "mean/median/p10/p90 of the daily composite, NDWI mean and the offset "
-            "decisions; plus the per-scene table scene_quality (offset decision by metadata "
-            "and by pixels)."
+            "mean/median/p10/p90 of the daily composite, NDWI mean and the offset decisions."
         ),
     )
     def daily_aoi_stats(
@@ -182,27 +184,24 @@ def build_datamart_assets(
         transform: TransformResource,
     ) -> MaterializeResult:
         day = partition_day(context.partition_key)
-        manifest = load_products_manifest(object_store, stac.collection, context.partition_key)
+        store = object_store.store()
         ingested = load_manifest(object_store, stac.collection, context.partition_key)
         aois = {a.name: a.shape for a in scope.aoi_configs()}
         with gdal_env(object_store.gdal_options(), object_store.gdal_session()):
             stats, observed = daily_stats_rows(
                 day,
-                manifest["products"],
+                day_products(store, stac.collection, day),
                 ingested["objects"],
                 aois,
-                object_store.store(),
+                store,
                 transform.block_pixels,
             )
-        quality = scene_quality_rows(day, manifest["products"])
         written = warehouse.replace_partition(DAILY_AOI_STATS, day, stats)
-        warehouse.replace_partition(SCENE_QUALITY, day, quality)
         return MaterializeResult(
             metadata={
                 "rows": written,
-                "scene_quality_rows": len(quality),
                 "pixels_observed": MetadataValue.json(observed),
-                "tables": f"{DAILY_AOI_STATS.name}, {SCENE_QUALITY.name}",
+                "table": DAILY_AOI_STATS.name,
                 "warehouse": warehouse.describe(),
                 "preview": MetadataValue.md(
                     markdown_table(
@@ -220,22 +219,47 @@ def build_datamart_assets(
         )
 
     @asset(
+        key=SCENE_QUALITY_KEY,
+        partitions_def=partitions,
+        backfill_policy=BACKFILL_POLICY,
+        deps=[SCENE_PRODUCTS],
+        group_name="datamart",
+        kinds={warehouse_kind, "table"},
+        code_version=SCENE_QUALITY_VERSION,
+        description="One row per scene x AOI: the BOA-offset decision by metadata and by "
+        "pixels, and the valid/cloud/shadow pixel shares.",
+    )
+    def scene_quality(
+        context: AssetExecutionContext,
+        stac: StacSearchResource,
+        object_store: ObjectStoreResource,
+        warehouse: WarehouseResource,
+    ) -> MaterializeResult:
+        day = partition_day(context.partition_key)
+        scenes = scene_products_of(object_store.store(), stac.collection, day)
+        rows = scene_quality_rows(day, scenes)
+        written = warehouse.replace_partition(SCENE_QUALITY, day, rows)
+        return MaterializeResult(
+            metadata={
+                "rows": written,
+                "table": SCENE_QUALITY.name,
+                "disagreements": sum(1 for r in rows if r["disagreement"]),
+                "warehouse": warehouse.describe(),
+            }
+        )
+
+    @asset(
         key=PRODUCT_CATALOG_KEY,
         partitions_def=partitions,
         backfill_policy=BACKFILL_POLICY,
-        deps=[ANALYSIS_READY],
+        # After the day's sub-catalog: objects no product references are swept here, and
+        # the sub-catalog must already link only the day's current items.
+        deps=[SCENE_PRODUCTS, NDVI_COMPOSITE, STAC_CATALOG],
         group_name="datamart",
         kinds={warehouse_kind, "table"},
+        code_version=PRODUCT_CATALOG_VERSION,
         description="One row per published product object: scene, AOI, product, object "
         "URL, bytes, checksum, STAC item URL, created.",
-        check_specs=[
-            AssetCheckSpec(
-                "products_reconcile",
-                asset=PRODUCT_CATALOG_KEY,
-                blocking=True,
-                description="Product objects in storage and catalog rows match one to one.",
-            )
-        ],
     )
     def product_catalog(
         context: AssetExecutionContext,
@@ -244,14 +268,14 @@ def build_datamart_assets(
         warehouse: WarehouseResource,
     ) -> MaterializeResult:
         day = partition_day(context.partition_key)
-        manifest = load_products_manifest(object_store, stac.collection, context.partition_key)
-        rows = product_rows(day, manifest["products"])
+        store = object_store.store()
+        products = day_products(store, stac.collection, day)
+        rows = product_rows(day, products)
         written = warehouse.replace_partition(PRODUCT_CATALOG, day, rows)
         # Only now that the rows are committed may the objects no product references go.
-        store = object_store.store()
         referenced = {day_catalog_key(stac.collection, day)} | {
             key
-            for product in manifest["products"]
+            for product in products
             for key in (product["stac_item_key"], *(e["key"] for e in product["layers"]))
         }
         removed = sorted(
@@ -261,17 +285,6 @@ def build_datamart_assets(
         )
         for key in removed:
             store.delete(key)
-        stored = {
-            r["object_key"]: r["bytes"] for r in warehouse.fetch_partition(PRODUCT_CATALOG, day)
-        }
-        actual = {
-            o.key: o.size
-            for o in store.list(processed_prefix(stac.collection, day))
-            if o.key.endswith(".tif")
-        }
-        orphans = sorted(set(actual) - set(stored))
-        missing = sorted(set(stored) - set(actual))
-        sizes = sorted(k for k in set(actual) & set(stored) if actual[k] != stored[k])
         return MaterializeResult(
             metadata={
                 "rows": written,
@@ -279,21 +292,43 @@ def build_datamart_assets(
                 "objects_removed": len(removed),
                 "warehouse": warehouse.describe(),
                 "bytes": sum(r["bytes"] for r in rows),
-            },
-            check_results=[
-                AssetCheckResult(
-                    check_name="products_reconcile",
-                    passed=not (orphans or missing or sizes),
-                    severity=AssetCheckSeverity.ERROR,
-                    metadata={
-                        "objects": len(actual),
-                        "rows": len(stored),
-                        "objects_without_row": MetadataValue.json(orphans[:50]),
-                        "rows_without_object": MetadataValue.json(missing[:50]),
-                        "size_mismatch": MetadataValue.json(sizes[:50]),
-                    },
-                )
-            ],
+            }
         )
 
-    return [daily_aoi_stats, product_catalog]
+    @asset_check(
+        asset=PRODUCT_CATALOG_KEY,
+        blocking=True,
+        partitions_def=partitions,
+        description="Product objects in storage and catalog rows match one to one.",
+    )
+    def products_reconcile(
+        context: AssetCheckExecutionContext,
+        stac: StacSearchResource,
+        object_store: ObjectStoreResource,
+        warehouse: WarehouseResource,
+    ) -> AssetCheckResult:
+        day = partition_day(context.partition_key)
+        stored = {
+            r["object_key"]: r["bytes"] for r in warehouse.fetch_partition(PRODUCT_CATALOG, day)
+        }
+        actual = {
+            o.key: o.size
+            for o in object_store.store().list(processed_prefix(stac.collection, day))
+            if o.key.endswith(".tif")
+        }
+        orphans = sorted(set(actual) - set(stored))
+        missing = sorted(set(stored) - set(actual))
+        sizes = sorted(k for k in set(actual) & set(stored) if actual[k] != stored[k])
+        return AssetCheckResult(
+            passed=not (orphans or missing or sizes),
+            severity=AssetCheckSeverity.ERROR,
+            metadata={
+                "objects": len(actual),
+                "rows": len(stored),
+                "objects_without_row": MetadataValue.json(orphans[:50]),
+                "rows_without_object": MetadataValue.json(missing[:50]),
+                "size_mismatch": MetadataValue.json(sizes[:50]),
+            },
+        )
+
+    return [daily_aoi_stats, scene_quality, product_catalog, products_reconcile]

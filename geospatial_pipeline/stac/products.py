@@ -2,22 +2,30 @@
 
 Layout (relative links, so the catalog is self-contained wherever it is copied):
 
-    processed/catalog.json                                   root catalog -> day catalogs
-    processed/{collection}/{date}/catalog.json               day catalog  -> items
+    processed/catalog.json                                   root catalog -> the collection
+    processed/{collection}/collection.json                   collection   -> day sub-catalogs
+    processed/{collection}/{date}/collection.json            day sub-catalog -> items
     processed/{collection}/{date}/{aoi}/{item}/item.json     product item -> ./{layer}.tif
+
+One writer per document: a day's run writes its items and its sub-catalog (a Collection,
+so it carries the day's extent); only the root step lists the day sub-catalogs and writes
+the root catalog and the collection, whose extent is the union of theirs.
 """
 
 from __future__ import annotations
 
 import copy
+import datetime as dt
+import json
 import posixpath
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from shapely.geometry import mapping
 
 from geospatial_pipeline.raster.grid import Grid, grid_footprint, stac_bbox
+from geospatial_pipeline.storage.object_store import ObjectStore
 
 STAC_VERSION = "1.1.0"
 EXTENSIONS = {
@@ -127,36 +135,125 @@ def with_catalog_links(
     return out
 
 
-def day_catalog(
-    catalog_id: str, catalog_key: str, root_key: str, item_keys: Iterable[str], title: str
+LICENSE = "other"  # derived from Copernicus Sentinel data: see the source items' terms
+
+
+def _link(rel: str, target: str, base: str, media: str = "application/json") -> dict[str, str]:
+    href = posixpath.relpath(target, base)
+    return {"rel": rel, "href": href if href.startswith(".") else "./" + href, "type": media}
+
+
+def union_bbox(bboxes: Iterable[Sequence[float]]) -> list[float] | None:
+    """The bbox covering all of them (None for none). A bbox crossing 180° (west > east)
+    widens the union to every longitude rather than claiming the wrong side."""
+    boxes = [list(b) for b in bboxes]
+    if not boxes:
+        return None
+    south, north = min(b[1] for b in boxes), max(b[3] for b in boxes)
+    if any(b[0] > b[2] for b in boxes):
+        return [-180.0, south, 180.0, north]
+    return [min(b[0] for b in boxes), south, max(b[2] for b in boxes), north]
+
+
+def _collection(
+    *,
+    collection_id: str,
+    title: str,
+    description: str,
+    bbox: Sequence[float],
+    interval: tuple[str, str],
+    links: list[dict[str, str]],
 ) -> dict[str, Any]:
-    base = posixpath.dirname(catalog_key)
     return {
-        "type": "Catalog",
+        "type": "Collection",
         "stac_version": STAC_VERSION,
-        "id": catalog_id,
+        "stac_extensions": [],
+        "id": collection_id,
         "title": title,
-        "description": f"Analysis-ready products of {title}",
-        "links": [
-            {"rel": "root", "href": posixpath.relpath(root_key, base), "type": "application/json"},
-            {
-                "rel": "parent",
-                "href": posixpath.relpath(root_key, base),
-                "type": "application/json",
-            },
-            *(
-                {
-                    "rel": "item",
-                    "href": "./" + posixpath.relpath(k, base),
-                    "type": "application/geo+json",
-                }
-                for k in sorted(item_keys)
-            ),
-        ],
+        "description": description,
+        "license": LICENSE,
+        "extent": {
+            "spatial": {"bbox": [list(bbox)]},
+            "temporal": {"interval": [list(interval)]},
+        },
+        "links": links,
     }
 
 
-def root_catalog(root_key: str, day_catalog_keys: Iterable[str]) -> dict[str, Any]:
+def day_interval(day: dt.date) -> tuple[str, str]:
+    start = dt.datetime.combine(day, dt.time(), dt.UTC)
+    end = start + dt.timedelta(days=1) - dt.timedelta(seconds=1)
+    return (
+        start.isoformat().replace("+00:00", "Z"),
+        end.isoformat().replace("+00:00", "Z"),
+    )
+
+
+def day_catalog(
+    *,
+    collection: str,
+    day: dt.date,
+    catalog_key: str,
+    parent_key: str,
+    root_key: str,
+    item_keys: Iterable[str],
+    bbox: Sequence[float],
+) -> dict[str, Any]:
+    """The day's sub-catalog: a Collection over the day's product items. Its extent is
+    the day (temporal) and ``bbox`` (the union of its items, or of the AOIs when the day
+    has no product)."""
+    base = posixpath.dirname(catalog_key)
+    title = f"{collection} {day.isoformat()}"
+    return _collection(
+        collection_id=f"{collection}-{day.isoformat()}",
+        title=title,
+        description=f"Analysis-ready products of {title}",
+        bbox=bbox,
+        interval=day_interval(day),
+        links=[
+            _link("root", root_key, base),
+            _link("parent", parent_key, base),
+            *(_link("item", k, base, "application/geo+json") for k in sorted(item_keys)),
+        ],
+    )
+
+
+def extent_of(doc: Mapping[str, Any]) -> tuple[list[float], tuple[str, str]]:
+    """A collection's overall bbox and interval (first entries, per the STAC spec)."""
+    extent = doc["extent"]
+    start, end = extent["temporal"]["interval"][0]
+    return list(extent["spatial"]["bbox"][0]), (str(start), str(end))
+
+
+def products_collection(
+    *,
+    collection: str,
+    collection_key: str,
+    root_key: str,
+    day_catalogs: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Any]:
+    """The collection of every day sub-catalog (key -> document), extent their union."""
+    extents = [extent_of(doc) for doc in day_catalogs.values()]
+    bbox = union_bbox(b for b, _ in extents) or [-180.0, -90.0, 180.0, 90.0]
+    interval = (
+        (min(i[0] for _, i in extents), max(i[1] for _, i in extents)) if extents else (None, None)
+    )
+    base = posixpath.dirname(collection_key)
+    return _collection(
+        collection_id=f"{ROOT_CATALOG_ID}-{collection}",
+        title=f"Analysis-ready {collection}",
+        description=f"Analysis-ready products of {collection}, one sub-catalog per day",
+        bbox=bbox,
+        interval=interval,  # type: ignore[arg-type]
+        links=[
+            _link("root", root_key, base),
+            _link("parent", root_key, base),
+            *(_link("child", k, base) for k in sorted(day_catalogs)),
+        ],
+    )
+
+
+def root_catalog(root_key: str, collection_keys: Iterable[str]) -> dict[str, Any]:
     base = posixpath.dirname(root_key)
     return {
         "type": "Catalog",
@@ -165,17 +262,32 @@ def root_catalog(root_key: str, day_catalog_keys: Iterable[str]) -> dict[str, An
         "description": "Analysis-ready Sentinel-2 products (cloud-masked, offset-corrected, "
         "one grid per AOI, NDVI/NDWI) made by geospatial_pipeline",
         "links": [
-            {"rel": "root", "href": "./catalog.json", "type": "application/json"},
-            *(
-                {
-                    "rel": "child",
-                    "href": "./" + posixpath.relpath(k, base),
-                    "type": "application/json",
-                }
-                for k in sorted(day_catalog_keys)
-            ),
+            _link("root", root_key, base),
+            *(_link("child", k, base) for k in sorted(collection_keys)),
         ],
     }
+
+
+def validate_core(doc: Mapping[str, Any]) -> list[str]:
+    """The STAC core schema of a catalog, collection or item, offline (the schemas pystac
+    ships; extension schemas are published online only, so they are left out)."""
+    import pystac.validation
+
+    try:
+        pystac.validation.validate_dict({**copy.deepcopy(dict(doc)), "stac_extensions": []})
+    except pystac.STACValidationError as exc:
+        return [f"{doc.get('id', '?')}: core schema: {exc}"]
+    return []
+
+
+def linked_keys(doc: Mapping[str, Any], doc_key: str, rel: str) -> list[str]:
+    """Store keys of a document's links of one relation (relative hrefs resolved)."""
+    base = posixpath.dirname(doc_key)
+    return [
+        posixpath.normpath(posixpath.join(base, str(link["href"])))
+        for link in doc.get("links", [])
+        if link.get("rel") == rel
+    ]
 
 
 def validate_product_item(item: Mapping[str, Any]) -> list[str]:
@@ -220,3 +332,65 @@ def validate_product_item(item: Mapping[str, Any]) -> list[str]:
     if missing_ext:
         problems.append(f"stac_extensions missing {missing_ext}")
     return problems
+
+
+def _read_json(store: ObjectStore, key: str) -> dict[str, Any]:
+    return dict(json.loads(store.get_bytes(key)))
+
+
+def day_catalog_problems(
+    store: ObjectStore, catalog_key: str, item_keys: Iterable[str]
+) -> tuple[dict[str, list[str]], list[str]]:
+    """Check one day's sub-catalog against the items the day published, reading only that
+    sub-catalog and those items: (problems per document, items the sub-catalog does not
+    reach). Nothing outside the day is read, so the cost does not grow with history."""
+    problems: dict[str, list[str]] = {}
+    expected = sorted(set(item_keys))
+    if store.head(catalog_key) is None:
+        return {catalog_key: ["missing"]}, expected
+    doc = _read_json(store, catalog_key)
+    if found := validate_core(doc):
+        problems[catalog_key] = found
+    linked = set(linked_keys(doc, catalog_key, "item"))
+    for key in expected:
+        item = _read_json(store, key)
+        found = validate_product_item(item)
+        if catalog_key not in linked_keys(item, key, "parent"):
+            found.append(f"parent link does not point at {catalog_key}")
+        if found:
+            problems[key] = found
+    extra = sorted(linked - set(expected))
+    if extra:
+        problems.setdefault(catalog_key, []).append(f"links items the day did not publish: {extra}")
+    return problems, [k for k in expected if k not in linked]
+
+
+def catalog_tree_problems(
+    store: ObjectStore, root_key: str, *, items: bool = True
+) -> tuple[list[str], list[str]]:
+    """Walk a static catalog from its root through the store, validating every catalog and
+    collection (and every item when ``items``) offline: (problems, item keys reached)."""
+    problems: list[str] = []
+    reached: list[str] = []
+    pending, seen = [root_key], set()
+    while pending:
+        key = pending.pop()
+        if key in seen:
+            continue
+        seen.add(key)
+        if store.head(key) is None:
+            problems.append(f"{key}: linked but missing")
+            continue
+        doc = _read_json(store, key)
+        problems += validate_core(doc)
+        pending += linked_keys(doc, key, "child")
+        for item_key in linked_keys(doc, key, "item"):
+            reached.append(item_key)
+            if items:
+                if store.head(item_key) is None:
+                    problems.append(f"{item_key}: linked but missing")
+                    continue
+                problems += [
+                    f"{item_key}: {p}" for p in validate_product_item(_read_json(store, item_key))
+                ]
+    return problems, sorted(reached)
