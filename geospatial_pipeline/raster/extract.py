@@ -245,24 +245,6 @@ def _run_task(
     )
 
 
-def read_windows(
-    paths: Sequence[str],
-    aoi: BaseGeometry,
-    *,
-    gdal_options: Mapping[str, Any],
-    session: Session | None = None,
-    max_workers: int = 8,
-) -> list[WindowData | None]:
-    """Read the AOI window of many rasters concurrently (what the benchmark times)."""
-
-    def one(path: str) -> WindowData | None:
-        with gdal_env(gdal_options, session):
-            return read_aoi_window(path, aoi)
-
-    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(paths) or 1))) as pool:
-        return list(pool.map(one, paths))
-
-
 def extract_band_windows(
     tasks: Sequence[BandTask],
     aois: Mapping[str, BaseGeometry],
