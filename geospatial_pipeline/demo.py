@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from geospatial_pipeline.config import CONFIG_ENV_VAR, PipelineConfig, load_config
+from geospatial_pipeline.deployment import local_instance_concurrency
 from geospatial_pipeline.local.sample_catalog import generate_sample_catalog
 from geospatial_pipeline.local.stac_server import RustacStacServer
 
@@ -58,9 +59,19 @@ def _catalog_bbox() -> tuple[float, float, float, float]:
     )
 
 
+def write_instance_config(home: Path) -> Path:
+    """The local instance's dagster.yaml (``make demo``, ``make dev``): one run per
+    partition at once and the raster pool's limit, as the deployed instances have them."""
+    path = home / "dagster.yaml"
+    doc = {"concurrency": local_instance_concurrency()}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
 def _prepare(out: Path) -> Any:
     out.mkdir(parents=True, exist_ok=True)
     (out / "dagster_home").mkdir(exist_ok=True)
+    write_instance_config(out / "dagster_home")
     return generate_sample_catalog(out / "catalog", DEMO_DAY, _catalog_bbox())
 
 

@@ -102,7 +102,7 @@ def local_instance_concurrency() -> dict[str, Any]:
     """
     return {
         "runs": {"tag_concurrency_limits": [partition_run_limit()]},
-        "pools": {"default_limit": RASTER_POOL_LIMITS["local"]},
+        "pools": {"granularity": "op", "default_limit": RASTER_POOL_LIMITS["local"]},
     }
 
 

@@ -10,6 +10,7 @@ skipped with that reason (CI's terraform job validates them with the registry re
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import re
@@ -24,7 +25,7 @@ import yaml
 from geospatial_pipeline.config import parse_config, require_secrets
 from tools.deploy_checks import REPO
 from tools.deploy_checks import terraform as tf
-from tools.deploy_checks.helm import ENVIRONMENTS
+from tools.deploy_checks.helm import ENVIRONMENTS, merged_values
 
 TERRAFORM = tf.terraform_binary()
 needs_terraform = pytest.mark.skipif(
@@ -33,10 +34,18 @@ needs_terraform = pytest.mark.skipif(
 ALL_MODULES = {"root": tf.ROOT, **tf.MODULES}
 
 
-def run_terraform(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_terraform(
+    *args: str, cwd: Path, env: dict[str, str], stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     assert TERRAFORM is not None
     return subprocess.run(
-        [TERRAFORM, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+        [TERRAFORM, *args],
+        cwd=cwd,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -238,3 +247,72 @@ def test_code_location_role_is_least_privilege() -> None:
     conditions = {c["variable"].split(":")[-1]: c for c in trust["condition"]}
     assert set(conditions) == {"sub", "aud"}
     assert conditions["sub"]["values"] == ["system:serviceaccount:${var.namespace}:${each.value}"]
+
+
+def hcl_expression(value: str) -> str:
+    """A python-hcl2 attribute value back as a Terraform expression: "${expr}" -> expr."""
+    match = re.fullmatch(r"\$\{(.*)\}", value, flags=re.DOTALL)
+    assert match, f"not an interpolation: {value}"
+    return match.group(1)
+
+
+def test_code_server_restarts_when_the_pipeline_config_changes(tmp_path: Path) -> None:
+    """The code server's pod template carries sha256 of exactly what the ConfigMap holds:
+    the cluster module's own expressions, evaluated by Terraform, agree with sha256 of the
+    content, and a changed config changes the annotation (so Helm rolls the pods)."""
+    cluster = tf.MODULES["cluster"]
+    config_map = tf.resources(cluster, "kubernetes_config_map_v1")["pipeline_config"]
+    (data,) = config_map["data"] if isinstance(config_map["data"], list) else [config_map["data"]]
+    data = {tf.unquote(k): v for k, v in data.items() if not k.startswith("__")}
+    checksum = tf.locals_of(cluster)["helm_template_vars"]["pipeline_config_sha256"]
+    assert 'kubernetes_config_map_v1.pipeline_config.data["pipeline.yaml"]' in checksum
+
+    # The annotation is the placeholder Terraform fills, in each environment.
+    for environment in ENVIRONMENTS:
+        digest = hashlib.sha256(environment.encode()).hexdigest()
+        values = merged_values("user-deployments", environment, {"pipeline_config_sha256": digest})
+        (deployment,) = values["deployments"]
+        assert deployment["annotations"]["checksum/pipeline-config"] == digest
+        # ... on the deployment that mounts that ConfigMap's pipeline.yaml as its config.
+        mounted = {v["configMap"]["name"] for v in deployment["volumes"] if "configMap" in v}
+        assert tf.unquote(tf.locals_of(cluster)["pipeline_config_map"]) in mounted
+        config_path = next(
+            e["value"] for e in deployment["env"] if e["name"] == "GEOSPATIAL_PIPELINE_CONFIG"
+        )
+        assert Path(config_path).name in data
+
+    if TERRAFORM is None:
+        pytest.skip("terraform is not installed: the expressions are not evaluated")
+    # The module's two expressions in a configuration of their own (the module needs
+    # providers that are not mirrored here); the resource's data becomes a local.
+    work = tmp_path / "checksum"
+    work.mkdir()
+    data_hcl = ", ".join(f'"{k}" = {hcl_expression(v)}' for k, v in data.items())
+    (work / "main.tf").write_text(
+        'variable "pipeline_config_yaml" {\n  type = string\n}\n'
+        "locals {\n"
+        f"  config_map_data = {{ {data_hcl} }}\n"
+        "  checksum = "
+        + hcl_expression(checksum).replace(
+            "kubernetes_config_map_v1.pipeline_config.data", "local.config_map_data"
+        )
+        + "\n}\n"
+    )
+    prod = (REPO / "deploy" / "pipeline" / "prod.yaml").read_text()
+    seen = set()
+    # A second content with a non-ASCII character: Terraform hashes the UTF-8 bytes.
+    for content in (prod, prod + "# Sète\n"):
+        proc = run_terraform(
+            "console",
+            "-var",
+            f"pipeline_config_yaml={content}",
+            cwd=work,
+            env={**terraform_env(tmp_path), "TF_INPUT": "0"},
+            stdin='jsonencode([local.config_map_data["pipeline.yaml"], local.checksum])\n',
+        )
+        assert proc.returncode == 0, proc.stderr
+        held, annotation = json.loads(json.loads(proc.stdout.strip().splitlines()[-1]))
+        assert held == content
+        assert annotation == hashlib.sha256(held.encode("utf-8")).hexdigest()
+        seen.add(annotation)
+    assert len(seen) == 2

@@ -4,6 +4,7 @@ validated against the chart's own ``values.schema.json`` (JSON Schema draft 7)."
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -42,6 +43,8 @@ SAMPLE_TEMPLATE_VARS: dict[str, str] = {
     "postgres_username": "dagster",
     "postgres_database": "dagster",
     "vpc_cidr": "10.20.0.0/16",
+    # sha256() of the pipeline YAML in the ConfigMap: 64 lowercase hex digits.
+    "pipeline_config_sha256": hashlib.sha256(b"aois: []\n").hexdigest(),
 }
 
 # Terraform template syntax: ${name} interpolates, $${ is a literal "${", %{ starts a

@@ -37,6 +37,11 @@ locals {
     postgres_username      = var.postgres.username
     postgres_database      = var.postgres.database
     vpc_cidr               = var.vpc_cidr
+    # An annotation of the code server's pod template (helm/user-deployments): Kubernetes
+    # does not restart pods when a ConfigMap they mount changes, and the code server reads
+    # the pipeline YAML once, at start. A new checksum changes the template: Helm rolls the
+    # pods. Hashed from the ConfigMap's own data, so it is the content the pods mount.
+    pipeline_config_sha256 = sha256(kubernetes_config_map_v1.pipeline_config.data["pipeline.yaml"])
   }
   dagster_values_files = [
     "${var.helm_dir}/dagster/values.yaml",
