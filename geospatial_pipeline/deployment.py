@@ -5,7 +5,8 @@ deployment, unset on a laptop), picks the executor and the pod resources of the 
 raster step. On EKS every run is a Kubernetes job (the ``K8sRunLauncher`` of the Helm
 chart) and ``k8s_job_executor`` starts one pod per step, so the raster step gets its own,
 bigger pod through the ``dagster-k8s/config`` op tag while the light steps keep the small
-default. Locally the default (multiprocess) executor runs and the tag is ignored.
+default. Locally every step runs in its run's process (``in_process_executor``) and the tag
+is ignored.
 
 How many raster steps run at once is limited by the Dagster concurrency pool
 :data:`RASTER_POOL`, set on the raster assets themselves: a run-level tag would only limit
@@ -23,7 +24,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, Final, Literal, get_args
 
-from dagster import ExecutorDefinition
+from dagster import ExecutorDefinition, in_process_executor
 
 from geospatial_pipeline.errors import ConfigError
 
@@ -137,11 +138,18 @@ def step_executor_config(environment: Environment) -> dict[str, Any]:
     }
 
 
-def executor_for(environment: Environment | None = None) -> ExecutorDefinition | None:
-    """One pod per step on EKS; ``None`` (Dagster's default executor) locally."""
+def executor_for(environment: Environment | None = None) -> ExecutorDefinition:
+    """One pod per step on EKS; every step in the run's own process locally.
+
+    Dagster's default (multiprocess) executor starts a new interpreter per step, and each
+    one imports the code location again (seconds): on a laptop that cost swamped the steps
+    themselves (benchmarks/README.md, "Dagster overhead"). A day's steps are nearly a chain
+    (only the two datamart tables could overlap), so one process loses next to no
+    parallelism; backfills still run several days side by side.
+    """
     env = current_environment() if environment is None else environment
     if not is_kubernetes(env):
-        return None
+        return in_process_executor
     # Imported here: dagster-k8s pulls the Kubernetes client, which a laptop run never needs.
     from dagster_k8s import k8s_job_executor
 

@@ -14,12 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import AssetKey, AssetsDefinition, Definitions, asset, define_asset_job
+from dagster import (
+    AssetKey,
+    AssetsDefinition,
+    Definitions,
+    asset,
+    define_asset_job,
+    in_process_executor,
+)
 from dagster._config import process_config
 from dagster_k8s import k8s_job_executor
 
 from geospatial_pipeline.config import CONFIG_ENV_VAR, parse_config
-from geospatial_pipeline.definitions import build_assets
+from geospatial_pipeline.definitions import build_assets, build_defs
 from geospatial_pipeline.deployment import (
     DEPLOY_ENV_VAR,
     HEAVY_TAG_KEY,
@@ -61,8 +68,20 @@ def test_environment_comes_from_one_variable() -> None:
     assert current_environment({DEPLOY_ENV_VAR: "prod"}) == "prod"
     with pytest.raises(ConfigError, match=f"{DEPLOY_ENV_VAR}: unknown environment 'staging'"):
         current_environment({DEPLOY_ENV_VAR: "staging"})
-    assert executor_for("local") is None
+    assert executor_for("local") is in_process_executor
     assert heavy_pod_tags("local") == {}
+
+
+def test_local_runs_keep_every_step_in_the_run_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Dagster's default executor starts an interpreter per step, each importing the code
+    # location again: locally that cost swamped the steps (benchmarks/README.md).
+    monkeypatch.delenv(DEPLOY_ENV_VAR, raising=False)
+    defs = build_defs(local_config(tmp_path))
+    # The job the schedule and sensors launch, and the one asset-graph backfills run as.
+    for job in (defs.resolve_job_def("ingest_daily"), defs.resolve_implicit_global_asset_job_def()):
+        assert job.executor_def.name == in_process_executor.name, job.name
 
 
 @pytest.mark.parametrize("environment", KUBERNETES_ENVS)
