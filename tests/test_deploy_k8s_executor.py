@@ -32,6 +32,7 @@ from geospatial_pipeline.deployment import (
     HEAVY_TAG_KEY,
     HEAVY_TAG_VALUE,
     K8S_CONFIG_TAG,
+    RASTER_POOL,
     current_environment,
     executor_for,
     heavy_op_tags,
@@ -117,6 +118,33 @@ def test_real_assets_run_under_the_executor_with_the_heavy_run_tag(tmp_path: Pat
     resolved = defs.resolve_job_def("ingest_daily")
     assert resolved.executor_def.name == "k8s_job_executor"
     assert resolved.tags[HEAVY_TAG_KEY] == HEAVY_TAG_VALUE
+
+
+def test_raster_steps_are_in_the_pool_however_they_are_launched(tmp_path: Path) -> None:
+    """The pool is on the assets, so a run of the code location's job, of the implicit
+    asset job (what the asset graph and its backfills launch, without the job's tags), or of
+    any selection of assets, runs the raster steps under the pool's limit."""
+    config = local_config(tmp_path)
+    assets = build_assets(config)
+    heavy = {
+        key for a in assets if a.op.tags.get(HEAVY_TAG_KEY) == HEAVY_TAG_VALUE for key in a.keys
+    }
+    pooled = {key for a in assets if a.op.pool == RASTER_POOL for key in a.keys}
+    assert AssetKey("band_rasters") in heavy
+    # Every raster step is in the pool, and nothing light waits for its slots.
+    assert pooled == heavy
+
+    defs = Definitions(assets=assets, resources=build_resources(config))
+    asset_job = defs.resolve_implicit_global_asset_job_def()
+    assert not asset_job.tags.get(HEAVY_TAG_KEY)  # what the queue's tag limit used to miss
+    for selection in (None, {AssetKey("band_rasters")}):
+        job = asset_job if selection is None else asset_job.get_subset(asset_selection=selection)
+        pools = {
+            node.name: node.definition.pool
+            for node in job.nodes_in_topological_order
+            if node.definition.tags.get(HEAVY_TAG_KEY) == HEAVY_TAG_VALUE
+        }
+        assert pools and set(pools.values()) == {RASTER_POOL}, pools
 
 
 def pod_spec(job: dict[str, Any]) -> dict[str, Any]:
