@@ -20,9 +20,17 @@ from typing import Any
 
 import pytest
 import yaml
-from dagster import AssetSelection, DagsterInstance, evaluate_automation_conditions, materialize
+from dagster import (
+    AssetCheckKey,
+    AssetSelection,
+    DagsterInstance,
+    Definitions,
+    define_asset_job,
+    evaluate_automation_conditions,
+    materialize,
+)
 
-from geospatial_pipeline.assets.catalog import STAC_CATALOG_ROOT
+from geospatial_pipeline.assets.catalog import STAC_CATALOG, STAC_CATALOG_ROOT
 from geospatial_pipeline.config import parse_config
 from geospatial_pipeline.definitions import build_assets, build_defs
 from geospatial_pipeline.local.stac_server import RustacStacServer
@@ -237,3 +245,41 @@ def test_root_is_requested_after_a_day_changes(two_days: dict[str, Any]) -> None
         assert after.get_num_requested(STAC_CATALOG_ROOT) == 1
         again = evaluate_automation_conditions(defs=defs, instance=instance, cursor=after.cursor)
         assert again.total_requested == 0
+
+
+def test_stac_items_valid_reruns_alone_on_what_is_stored(two_days: dict[str, Any]) -> None:
+    """The check alone (no asset step) for one day reads the stored day: a broken item of
+    that day fails it, naming the item; the other day, untouched, passes."""
+    config, store = two_days["config"], two_days["store"]
+    check = AssetCheckKey(STAC_CATALOG, "stac_items_valid")
+    defs = Definitions(
+        assets=build_assets(config),
+        jobs=[define_asset_job("check_alone", selection=AssetSelection.checks(check))],
+        resources=build_resources(config),
+    )
+    job = defs.resolve_job_def("check_alone")
+    broken_key = f"processed/{COLLECTION}/{DAY2}/wadi/{ITEM2}/item.json"
+    original = store.get_bytes(broken_key)
+    broken = json.loads(original)
+    del broken["properties"]["proj:shape"]
+    store.put_bytes(broken_key, json.dumps(broken).encode(), "application/geo+json")
+
+    def run(day: str) -> Any:
+        with DagsterInstance.ephemeral() as instance:
+            result = job.execute_in_process(
+                instance=instance, tags={"dagster/partition": day}, raise_on_error=False
+            )
+        assert not result.get_asset_materialization_events()  # the check ran alone
+        (evaluation,) = result.get_asset_check_evaluations()
+        return evaluation
+
+    try:
+        failed = run(DAY2)
+        assert not failed.passed
+        problems = failed.metadata["problems"].value  # type: ignore[attr-defined]
+        assert list(problems) == [broken_key]
+        assert "proj:shape" in problems[broken_key][0]
+        assert run(DAY).passed
+    finally:
+        store.put_bytes(broken_key, original, "application/geo+json")
+    assert run(DAY2).passed
