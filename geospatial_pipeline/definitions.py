@@ -50,8 +50,8 @@ def build_defs(config: PipelineConfig) -> Definitions:
         # its automation condition runs it once the days' sub-catalogs have changed. (Left
         # out by definition, not by key: with transform.enabled false it does not exist.)
         selection=[a for a in assets if STAC_CATALOG_ROOT not in a.keys],
-        partitions_def=partitions,
-        # Run-level tag the QueuedRunCoordinator limits (heavy raster runs).
+        # A label for the UI and the k8s run pod; the limits are the raster pool on the assets
+        # and the one-run-per-partition queue limit (deployment.py).
         tags=heavy_run_tags(),
         description="Everything for one UTC day: search, band windows, scene metadata, "
         "analysis-ready products and datamart tables.",
