@@ -10,7 +10,10 @@
    freshly forked process (cold GDAL caches), the two readers alternating.
 4. Transform benchmark (``benchmarks/transform.py``): ``transform_raw`` on a 20 km AOI
    at 10 m against a memory-bandwidth bound (decode timed apart), and its peak RSS.
-5. Print the tables and, as the last line, one JSON object.
+5. Dagster overhead (``benchmarks/dagster_overhead.py``): a backfill of one AOI over 30
+   sample days through ``dagster dev`` as the UI launches it; share of wall time outside
+   the step bodies.
+6. Print the tables and, as the last line, one JSON object.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks import dagster_overhead as overhead_bench
 from benchmarks import data
 from benchmarks import transform as transform_bench
 from benchmarks.proxy import ByteCountingProxy, PathStats
@@ -279,9 +283,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repetitions", type=int, default=REPETITIONS)
     parser.add_argument("--threads", type=int, default=THREADS)
     parser.add_argument("--transform-repetitions", type=int, default=transform_bench.REPETITIONS)
+    parser.add_argument(
+        "--overhead-days",
+        type=int,
+        default=overhead_bench.DAYS,
+        help="days in the Dagster overhead backfill (0 skips that part)",
+    )
     args = parser.parse_args(argv)
     if args.repetitions < 1 or args.transform_repetitions < 1:
         parser.error("--repetitions and --transform-repetitions must be >= 1")
+    if args.overhead_days < 0:
+        parser.error("--overhead-days must be >= 0")
 
     if not data.COG_DIR.is_dir() or not data.ITEM_PATH.is_file():
         print(f"shared data not found under {data.SHARED_DATA}", file=sys.stderr)
@@ -395,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     print_report(results, conditions, summary)
     # transform_mpix_per_s, transform_vs_memory_bound, transform_peak_rss_mb
     summary.update(transform_bench.run(args.transform_repetitions))
+    if args.overhead_days:
+        # dagster_overhead_share, dagster_single_run_overhead_share, dagster_code_location_import_s
+        summary.update(overhead_bench.run(args.overhead_days))
     print(json.dumps(summary, separators=(",", ":")))
     return 0
 

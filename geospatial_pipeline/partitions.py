@@ -8,7 +8,12 @@ import warnings
 from dagster import BackfillPolicy, BetaWarning, DailyPartitionsDefinition
 
 # One run per day in backfills: each day is independent, a failed day does not fail its
-# neighbours, and runs spread over the Kubernetes run launcher's concurrency.
+# neighbours, and runs spread over the Kubernetes run launcher's concurrency. Grouping days
+# into runs (multi_run(N > 1), single_run) would spare the per-run cost measured in
+# benchmarks/README.md ("Dagster overhead": ~8 s of queueing, process start and code
+# location import per run against ~2 s of steps for one small AOI-day), but the asset
+# bodies read context.partition_key, which Dagster refuses in a run over a range of
+# partitions: grouping needs bodies that loop over context.partition_keys.
 BACKFILL_POLICY = BackfillPolicy.multi_run(max_partitions_per_run=1)
 # The parameter is marked beta; the policy is deliberate, so say it once, not per asset.
 warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=BetaWarning)
