@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from geospatial_pipeline.config import PipelineConfig, parse_config, require_secrets
 from geospatial_pipeline.errors import ConfigError, WarehouseError
 from geospatial_pipeline.resources import build_warehouse
-from geospatial_pipeline.resources.warehouse import SnowflakeWarehouse
+from geospatial_pipeline.resources.snowflake import SnowflakeWarehouse
 from geospatial_pipeline.warehouse.tables import SCENE_METADATA
 
 pytestmark = [

@@ -4,7 +4,10 @@ config models), and nothing relies on Dagster's private modules."""
 from __future__ import annotations
 
 import ast
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,7 @@ from pydantic import BaseModel
 
 import geospatial_pipeline
 from geospatial_pipeline import config as config_module
+from geospatial_pipeline.config import CONFIG_ENV_VAR
 
 PACKAGE = Path(geospatial_pipeline.__file__).parent
 SOURCES = sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
@@ -159,3 +163,19 @@ def test_no_module_uses_dagster_private_modules() -> None:
         for use in dagster_private_uses(ast.parse(p.read_text(encoding="utf-8")))
     ]
     assert not found, "private Dagster API used:\n" + "\n".join(found)
+
+
+def test_code_location_with_duckdb_does_not_import_snowflake() -> None:
+    """dagster_snowflake is about half of the code location's import time (every run and
+    step process pays it): only a Snowflake warehouse may pull it in."""
+    code = (
+        "import sys, geospatial_pipeline.definitions as d\n"
+        "assert type(d.defs.resources['warehouse']).__name__ == 'DuckDBWarehouse'\n"
+        "print(sorted(m for m in sys.modules if m == 'dagster_snowflake' "
+        "or m.startswith(('dagster_snowflake.', 'snowflake.connector'))))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != CONFIG_ENV_VAR}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -23,11 +23,8 @@ from dagster_duckdb import DuckDBResource
 from dagster_snowflake import SnowflakeResource
 
 from geospatial_pipeline.errors import PipelineError, WarehouseError
-from geospatial_pipeline.resources.warehouse import (
-    DuckDBWarehouse,
-    SnowflakeWarehouse,
-    WarehouseResource,
-)
+from geospatial_pipeline.resources.snowflake import SnowflakeWarehouse
+from geospatial_pipeline.resources.warehouse import DuckDBWarehouse, WarehouseResource
 from geospatial_pipeline.warehouse import sql
 from geospatial_pipeline.warehouse.tables import (
     SCENE_METADATA,

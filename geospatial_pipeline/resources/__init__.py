@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from dagster_duckdb import DuckDBResource
-from dagster_snowflake import SnowflakeResource
 
 from geospatial_pipeline.config import (
     DuckDBWarehouseConfig,
@@ -18,7 +17,6 @@ from geospatial_pipeline.resources.storage import ObjectStoreResource
 from geospatial_pipeline.resources.transform import TransformResource
 from geospatial_pipeline.resources.warehouse import (
     DuckDBWarehouse,
-    SnowflakeWarehouse,
     WarehouseResource,
     snowflake_auth,
 )
@@ -29,6 +27,11 @@ def build_warehouse(config: PipelineConfig) -> WarehouseResource:
     if isinstance(wh, DuckDBWarehouseConfig):
         return DuckDBWarehouse(duckdb=DuckDBResource(database=wh.path))
     assert isinstance(wh, SnowflakeWarehouseConfig)
+    # Imported here: dagster_snowflake is about half of the code location's import time.
+    from dagster_snowflake import SnowflakeResource
+
+    from geospatial_pipeline.resources.snowflake import SnowflakeWarehouse
+
     return SnowflakeWarehouse(
         snowflake=SnowflakeResource(
             account=wh.account,
