@@ -188,7 +188,7 @@ class Recorder:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[tuple[str, str]] = []
         for cls, names in (
-            (S3ObjectStore, ("head", "get_bytes", "list", "delete", "gdal_path")),
+            (S3ObjectStore, ("head", "get_bytes", "list", "folders", "delete", "gdal_path")),
             (ObjectStore, ("put_bytes",)),
         ):
             for name in names:
@@ -283,3 +283,27 @@ def test_stac_items_valid_reruns_alone_on_what_is_stored(two_days: dict[str, Any
     finally:
         store.put_bytes(broken_key, original, "application/geo+json")
     assert run(DAY2).passed
+
+
+def test_root_finds_the_days_without_listing_their_products(
+    two_days: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The root step's cost grows with the days, not with every product of the history:
+    one folder listing under the collection, then each day's own sub-catalog."""
+    config = two_days["config"]
+    recorder = Recorder(monkeypatch)
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize(
+            build_assets(config),
+            selection=AssetSelection.assets(STAC_CATALOG_ROOT),
+            resources=build_resources(config),
+            instance=instance,
+        )
+    assert result.success
+    ops = [op for op, _ in recorder.calls]
+    assert "list" not in ops
+    assert [key for op, key in recorder.calls if op == "folders"] == [
+        f"processed/{COLLECTION}"
+    ] * ops.count("folders")
+    read = {key for op, key in recorder.calls if op in ("head", "get_bytes")}
+    assert not any(key.endswith(".tif") for key in read)

@@ -304,3 +304,14 @@ def test_local_published_object_has_the_usual_permissions(tmp_path: Path) -> Non
     finally:
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / key).stat().st_mode) == 0o644
+
+
+def test_folders_lists_one_level_on_both_stores(
+    versioned_store: S3ObjectStore, tmp_path: Path
+) -> None:
+    for store in (versioned_store, LocalObjectStore(tmp_path / "local")):
+        for key in ("day/2024-01-01/aoi/x.tif", "day/2024-01-02/y.json", "day/loose.json"):
+            store.put_bytes(key, b"{}", "application/json")
+        assert list(store.folders("day")) == ["day/2024-01-01", "day/2024-01-02"], store
+        assert list(store.folders("day/2024-01-02")) == []
+        assert list(store.folders("absent")) == []

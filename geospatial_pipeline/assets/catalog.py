@@ -46,6 +46,7 @@ from geospatial_pipeline.stac.products import (
     root_catalog,
     union_bbox,
 )
+from geospatial_pipeline.storage.keys import join_key
 from geospatial_pipeline.storage.object_store import ObjectStore
 
 STAC_CATALOG = AssetKey("stac_catalog")
@@ -78,13 +79,11 @@ def catalog_root_sensor() -> AutomationConditionSensorDefinition:
 
 
 def day_catalog_keys(store: ObjectStore, collection: str) -> list[str]:
-    """The day sub-catalogs stored for ``collection``: the root step's one listing."""
+    """The day sub-catalogs stored for ``collection``: the root step's one listing, one
+    folder level deep (a HEAD per day), never every product object of the history."""
     prefix = products_collection_key(collection).rsplit("/", 1)[0]
-    return sorted(
-        o.key
-        for o in store.list(prefix)
-        if o.key.endswith("/collection.json") and o.key.count("/") == prefix.count("/") + 2
-    )
+    candidates = (join_key(folder, "collection.json") for folder in store.folders(prefix))
+    return [key for key in candidates if store.head(key) is not None]
 
 
 def build_catalog_assets(

@@ -16,7 +16,7 @@ import hashlib
 import os
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,11 @@ class ObjectStore(ABC):
     @abstractmethod
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Published objects under ``prefix`` (temporary objects excluded)."""
+
+    @abstractmethod
+    def folders(self, prefix: str) -> Sequence[str]:
+        """The keys of the folders directly under ``prefix``, sorted: one level, so the cost
+        grows with the folders, not with every object below them."""
 
     @abstractmethod
     def delete(self, key: str) -> None: ...
@@ -158,6 +163,16 @@ class LocalObjectStore(ObjectStore):
             if path.is_file() and not path.name.startswith("."):
                 key = path.relative_to(self.root).as_posix()
                 yield ObjectInfo(key, path.stat().st_size, None)
+
+    def folders(self, prefix: str) -> Sequence[str]:
+        base = self._path(prefix) if prefix else self.root
+        if not base.is_dir():
+            return []
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for p in base.iterdir()
+            if p.is_dir() and not p.name.startswith(".")
+        )
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
@@ -243,6 +258,17 @@ class S3ObjectStore(ObjectStore):
                 if key.startswith(f"{TMP_PREFIX}/"):
                     continue
                 yield ObjectInfo(key, int(obj["Size"]), None)
+
+    def folders(self, prefix: str) -> Sequence[str]:
+        full = self._full(prefix) + "/" if prefix else (f"{self.prefix}/" if self.prefix else "")
+        strip = f"{self.prefix}/" if self.prefix else ""
+        paginator = self.client.get_paginator("list_objects_v2")
+        found = [
+            common["Prefix"].removeprefix(strip).rstrip("/")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full, Delimiter="/")
+            for common in page.get("CommonPrefixes", [])
+        ]
+        return sorted(k for k in found if k != TMP_PREFIX)
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._full(key))
