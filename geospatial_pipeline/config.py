@@ -354,6 +354,9 @@ class TransformConfig(_Strict):
     # AOI grids larger than this are processed strip by strip (memory bounded by a strip
     # of about a quarter of this); smaller ones as whole arrays (~60 B per pixel at peak).
     block_pixels: int = Field(default=8_000_000, ge=1024)
+    # The warning check aoi_has_usable_scenes flags an AOI with no usable scene (one with
+    # valid pixels) on any of its last N materialized days.
+    max_days_without_usable_scene: int = Field(default=10, ge=1, le=366)
 
     @field_validator("crs")
     @classmethod

@@ -67,6 +67,7 @@ def test_definitions_load_with_production_shaped_config(
         "stac_items_valid",
         "offset_metadata_agrees",
         "products_reconcile",
+        "aoi_has_usable_scenes",
         "catalog_valid",
     }
     assert graph.get(AssetKey("scene_metadata")).kinds >= {"snowflake"}

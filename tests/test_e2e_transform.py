@@ -7,6 +7,7 @@ resampling, so every product value can be checked exactly against the source COG
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 import rasterio
 
+from geospatial_pipeline.assets.datamart import days_without_usable_scene
 from geospatial_pipeline.local.stac_server import RustacStacServer
 from geospatial_pipeline.raster.cog import gdal_env
 from geospatial_pipeline.raster.grid import Grid, aoi_mask
@@ -29,6 +31,7 @@ from tests.test_e2e import (
     ITEM,
     list_objects,
     mat_meta,
+    materialize_day,
     pipeline_config,
     run_partition,
     s3_env,
@@ -44,6 +47,7 @@ ALL_CHECKS = {
     "stac_items_valid",
     "offset_metadata_agrees",
     "products_reconcile",
+    "aoi_has_usable_scenes",
     "catalog_valid",
 }
 LAYERS = ("red", "green", "blue", "nir", "ndvi", "ndwi")
@@ -346,3 +350,67 @@ def test_reprocessed_scene_replaces_the_old_one_everywhere(
         assert sorted(ids("product_catalog")) == sorted([new_id, "composite"])
         assert con.execute("SELECT sum(scenes_used) FROM daily_aoi_stats").fetchone() == (2,)
         assert con.execute("SELECT count(*) FROM scene_metadata").fetchone() == (2,)
+
+
+def test_an_aoi_without_scenes_is_visible_and_warned(
+    s3_server: Any, stac_api: str, tmp_path: Path
+) -> None:
+    """A configured AOI that no scene covers: the day succeeds, its stats row says 0 scenes,
+    and (with a one-day window) the warning check names it; the covered AOIs are fine."""
+    bucket = "dest-empty-aoi"
+    s3_server.create_bucket(bucket)
+    db = tmp_path / "w.duckdb"
+    nowhere = {"name": "open-sea", "bbox": [-30.0, 30.0, -29.95, 30.05]}
+    config = pipeline_config(
+        stac_api,
+        s3_server,
+        bucket,
+        {"kind": "duckdb", "path": str(db)},
+        transform={"resolution": 100, "crs": "EPSG:32629", "grid_anchor": [80, 20]},
+    )
+    config = config.model_copy(
+        update={
+            "aois": [*config.aois, type(config.aois[0]).model_validate(nowhere)],
+            "transform": config.transform.model_copy(
+                update={"max_days_without_usable_scene": 1, "crs": None}
+            ),
+        }
+    )
+    with s3_env(s3_server):
+        result = materialize_day(config)
+    assert result.success
+    assert "open-sea: 0 scenes" in mat_meta(result, "daily_aoi_stats")["scenes_per_aoi"]
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = dict(con.execute("SELECT aoi, scenes_used FROM daily_aoi_stats").fetchall())
+    assert rows == {"open-sea": 0, **{a["name"]: 1 for a in AOIS}}
+    check = next(
+        e for e in result.get_asset_check_evaluations() if e.check_name == "aoi_has_usable_scenes"
+    )
+    assert not check.passed and check.severity.value == "WARN"
+    assert check.metadata["aois_without_usable_scene"].value == ["open-sea"]  # type: ignore[attr-defined]
+
+
+def test_days_without_usable_scene_needs_every_day_and_valid_pixels() -> None:
+    day = dt.date(2024, 6, 15)
+
+    def row(aoi: str, scenes: int, valid: float | None) -> dict[str, Any]:
+        return {"aoi": aoi, "scenes_used": scenes, "valid_pixel_fraction": valid}
+
+    history = {
+        day: [
+            row("empty", 0, None),
+            row("clouded", 2, 0.0),
+            row("fine", 1, 0.4),
+            row("new", 0, None),
+        ],
+        day - dt.timedelta(days=1): [
+            row("empty", 0, None),
+            row("clouded", 1, 0.0),
+            row("fine", 0, None),
+        ],
+    }
+    assert days_without_usable_scene(history, ["empty", "clouded", "fine", "new"]) == {
+        "empty": 2,
+        "clouded": 2,
+    }
+    assert days_without_usable_scene({}, ["empty"]) == {}

@@ -136,7 +136,36 @@ def daily_stats_rows(
                 "offset_decisions": [{"item_id": p["item_id"], **p["decision"]} for p in mine],
             }
         )
-    return rows, observed
+    # A configured AOI without a scene that day still gets its row: "0 scenes" is visible in
+    # the table (and to the check of usable days) instead of looking like a missing day.
+    for aoi in sorted(set(aois) - {row["aoi"] for row in rows}):
+        empty = dict.fromkeys((c.name for c in DAILY_AOI_STATS.columns), None)
+        rows.append(
+            {**empty, "partition_date": day, "aoi": aoi, "scenes_used": 0, "offset_decisions": []}
+        )
+    return sorted(rows, key=lambda r: r["aoi"]), observed
+
+
+def days_without_usable_scene(
+    history: dict[dt.date, list[dict[str, Any]]], aois: list[str]
+) -> dict[str, int]:
+    """For each AOI whose every day of ``history`` has a row, all without a usable scene
+    (one with valid pixels): how many such days. AOIs with a usable day, or a day with no
+    row (not materialized, or the AOI added since), are left out."""
+    out: dict[str, int] = {}
+    for aoi in aois:
+        rows = [
+            next((r for r in day_rows if r["aoi"] == aoi), None) for day_rows in history.values()
+        ]
+        if (
+            history
+            and all(r is not None for r in rows)
+            and not any(
+                r["scenes_used"] and (r["valid_pixel_fraction"] or 0.0) > 0.0 for r in rows if r
+            )
+        ):
+            out[aoi] = len(rows)
+    return out
 
 
 def product_rows(day: dt.date, products: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -197,9 +226,13 @@ def build_datamart_assets(
                 transform.block_pixels,
             )
         written = warehouse.replace_partition(DAILY_AOI_STATS, day, stats)
+        scenes = {row["aoi"]: row["scenes_used"] for row in stats}
         return MaterializeResult(
             metadata={
                 "rows": written,
+                "scenes_per_aoi": MetadataValue.text(
+                    ", ".join(f"{aoi}: {n} scene{'s' * (n != 1)}" for aoi, n in scenes.items())
+                ),
                 "pixels_observed": MetadataValue.json(observed),
                 "table": DAILY_AOI_STATS.name,
                 "warehouse": warehouse.describe(),
@@ -296,6 +329,41 @@ def build_datamart_assets(
         )
 
     @asset_check(
+        asset=DAILY_STATS_KEY,
+        partitions_def=partitions,
+        description="Warns when an AOI has had no usable scene (one with valid pixels) on "
+        "any of its last transform.max_days_without_usable_scene materialized days.",
+    )
+    def aoi_has_usable_scenes(
+        context: AssetCheckExecutionContext,
+        scope: ScopeResource,
+        warehouse: WarehouseResource,
+        transform: TransformResource,
+    ) -> AssetCheckResult:
+        day = partition_day(context.partition_key)
+        n = transform.max_days_without_usable_scene
+        history = {
+            d: warehouse.fetch_partition(DAILY_AOI_STATS, d)
+            for d in (day - dt.timedelta(days=i) for i in range(n))
+        }
+        stale = days_without_usable_scene(history, [a.name for a in scope.aoi_configs()])
+        return AssetCheckResult(
+            passed=not stale,
+            severity=AssetCheckSeverity.WARN,
+            description=(
+                "; ".join(
+                    f"{aoi}: no usable scene in the last {k} days" for aoi, k in stale.items()
+                )
+                or f"every AOI had a usable scene within {n} days (or has less history)"
+            ),
+            metadata={
+                "days_checked": n,
+                "until": day.isoformat(),
+                "aois_without_usable_scene": MetadataValue.json(sorted(stale)),
+            },
+        )
+
+    @asset_check(
         asset=PRODUCT_CATALOG_KEY,
         blocking=True,
         partitions_def=partitions,
@@ -331,4 +399,10 @@ def build_datamart_assets(
             },
         )
 
-    return [daily_aoi_stats, scene_quality, product_catalog, products_reconcile]
+    return [
+        daily_aoi_stats,
+        aoi_has_usable_scenes,
+        scene_quality,
+        product_catalog,
+        products_reconcile,
+    ]

@@ -27,6 +27,9 @@ class TransformResource(ConfigurableResource):
         TransformConfig, "max_negative_reflectance_share"
     )
     block_pixels: int = default_of(TransformConfig, "block_pixels")
+    max_days_without_usable_scene: int = default_of(
+        TransformConfig, "max_days_without_usable_scene"
+    )
 
     def settings(self) -> TransformSettings:
         """The values checked by the config's rules: a value edited in the launchpad skips
