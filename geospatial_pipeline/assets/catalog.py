@@ -201,8 +201,8 @@ def build_catalog_assets(
         return MaterializeResult(
             metadata={
                 "day_catalogs": len(keys),
-                "first_day": keys[0].split("/")[-2] if keys else "",
-                "last_day": keys[-1].split("/")[-2] if keys else "",
+                "first_day": _day_of(keys[0]) if keys else "",
+                "last_day": _day_of(keys[-1]) if keys else "",
                 "extent": MetadataValue.json(collection["extent"]),
                 "catalog": put.url,
             }

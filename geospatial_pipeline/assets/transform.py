@@ -5,9 +5,11 @@ and writes its own manifest; its checks read that manifest and the published obj
 so each check can be re-run alone. The static catalog is in assets/catalog.py.
 """
 
+import contextlib
 import tempfile
 import warnings
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,22 +58,29 @@ SCENE_PRODUCTS_VERSION = "1"
 NDVI_COMPOSITE_VERSION = "1"
 
 
+@contextlib.contextmanager
 def _products_context(
     object_store: ObjectStoreResource,
     transform: TransformResource,
     collection: str,
     partition_key: str,
-    workdir: Path,
-) -> ProductContext:
-    return ProductContext(
-        store=object_store.store(),
-        collection=collection,
-        day=partition_day(partition_key),
-        settings=transform.settings(),
-        block_pixels=transform.block_pixels,
-        workdir=workdir,
-        now=publish.utc_now(),
-    )
+    workdir_prefix: str,
+) -> Iterator[ProductContext]:
+    """What publishing a day's products needs: GDAL reading the store, a scratch
+    directory removed afterwards, the checked settings and one timestamp."""
+    with (
+        gdal_env(object_store.gdal_options(), object_store.gdal_session()),
+        tempfile.TemporaryDirectory(prefix=workdir_prefix) as tmp,
+    ):
+        yield ProductContext(
+            store=object_store.store(),
+            collection=collection,
+            day=partition_day(partition_key),
+            settings=transform.settings(),
+            block_pixels=transform.block_pixels,
+            workdir=Path(tmp),
+            now=publish.utc_now(),
+        )
 
 
 def build_transform_assets(
@@ -113,13 +122,9 @@ def build_transform_assets(
                     entry["key"]
                 )
         products: list[dict[str, Any]] = []
-        with (
-            gdal_env(object_store.gdal_options(), object_store.gdal_session()),
-            tempfile.TemporaryDirectory(prefix="geospatial-scenes-") as tmp,
-        ):
-            ctx = _products_context(
-                object_store, transform, collection, context.partition_key, Path(tmp)
-            )
+        with _products_context(
+            object_store, transform, collection, context.partition_key, "geospatial-scenes-"
+        ) as ctx:
             s = ctx.settings
             # Items band_rasters quarantined have no band objects: build nothing for them.
             for aoi, item_ids in sorted(landed_by_aoi(found.by_aoi, manifest).items()):
@@ -183,13 +188,9 @@ def build_transform_assets(
         collection = stac.collection
         aois = {a.name: a.shape for a in scope.aoi_configs()}
         composites: list[dict[str, Any]] = []
-        with (
-            gdal_env(object_store.gdal_options(), object_store.gdal_session()),
-            tempfile.TemporaryDirectory(prefix="geospatial-composite-") as tmp,
-        ):
-            ctx = _products_context(
-                object_store, transform, collection, context.partition_key, Path(tmp)
-            )
+        with _products_context(
+            object_store, transform, collection, context.partition_key, "geospatial-composite-"
+        ) as ctx:
             s = ctx.settings
             scenes = publish.scene_products_of(ctx.store, collection, ctx.day)
             for aoi in sorted({p["aoi"] for p in scenes} & set(aois)):
