@@ -61,9 +61,11 @@ def _catalog_bbox() -> tuple[float, float, float, float]:
 
 def write_instance_config(home: Path) -> Path:
     """The local instance's dagster.yaml (``make demo``, ``make dev``): one run per
-    partition at once and the raster pool's limit, as the deployed instances have them."""
+    partition at once and the raster pool's limit, as the deployed instances have them,
+    and no telemetry."""
     path = home / "dagster.yaml"
-    doc = {"concurrency": local_instance_concurrency()}
+    # Telemetry off: the demo and the benchmarks run offline and report to nobody.
+    doc = {"concurrency": local_instance_concurrency(), "telemetry": {"enabled": False}}
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 

@@ -99,3 +99,10 @@ def rkh_item(real_items: dict[str, dict[str, Any]], source_bucket: str) -> dict[
         if asset["href"].startswith("https://sentinel-cogs.") and name.endswith(".tif"):
             asset["href"] = f"{source_bucket}/{name}"
     return item
+
+
+def dagster_home(path: Path) -> Path:
+    """A Dagster instance directory for a test: created, with telemetry off."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return path

@@ -12,7 +12,7 @@ import pytest
 from dagster import AssetKey, Definitions
 
 from geospatial_pipeline.config import CONFIG_ENV_VAR
-from tests.conftest import REPO
+from tests.conftest import REPO, dagster_home
 
 CONFIG = """
 stac: {api_url: "http://127.0.0.1:9/v1"}
@@ -77,7 +77,7 @@ def test_definitions_load_with_production_shaped_config(
 
 def test_workspace_yaml_loads_code_location(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != CONFIG_ENV_VAR}
-    env["DAGSTER_HOME"] = str(tmp_path)
+    env["DAGSTER_HOME"] = str(dagster_home(tmp_path / "home"))
     proc = subprocess.run(
         [
             str(Path(sys.executable).parent / "dagster"),

@@ -36,6 +36,7 @@ def test_local_instance_has_the_partition_and_pool_limits(tmp_path: Path) -> Non
     write_instance_config(tmp_path)
     with DagsterInstance.from_config(str(tmp_path)) as instance:
         concurrency = instance.get_concurrency_config()
+        assert not instance.telemetry_enabled
     assert concurrency.pool_config.default_pool_limit == RASTER_POOL_LIMITS["local"]
     queue = concurrency.run_queue_config
     assert queue is not None and partition_run_limit() in queue.tag_concurrency_limits

@@ -18,6 +18,7 @@ import yaml
 from geospatial_pipeline.config import CONFIG_ENV_VAR, load_config
 from geospatial_pipeline.definitions import build_defs
 from geospatial_pipeline.errors import ConfigError
+from tests.conftest import dagster_home
 from tests.test_config import BAD_CONFIG_IDS, BAD_CONFIGS, BASE
 
 
@@ -59,8 +60,8 @@ def test_dagster_refuses_to_load_a_bad_config(tmp_path: Path) -> None:
     doc, field, _ = BAD_CONFIGS[BAD_CONFIG_IDS.index("empty-storage-url")]
     path = _write_config(tmp_path, doc)
     dagster = Path(sys.executable).with_name("dagster")
-    env = {**os.environ, CONFIG_ENV_VAR: str(path), "DAGSTER_HOME": str(tmp_path / "home")}
-    (tmp_path / "home").mkdir()
+    home = dagster_home(tmp_path / "home")
+    env = {**os.environ, CONFIG_ENV_VAR: str(path), "DAGSTER_HOME": str(home)}
     proc = subprocess.run(
         [str(dagster), "definitions", "validate", "-m", "geospatial_pipeline.definitions"],
         cwd=tmp_path,

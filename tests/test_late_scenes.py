@@ -32,7 +32,7 @@ from geospatial_pipeline.resources import build_resources
 from geospatial_pipeline.sensors import build_late_scenes_sensor, parse_cursor
 from geospatial_pipeline.stac.late import judge, run_key
 from geospatial_pipeline.stac.search import content_fingerprint
-from tests.conftest import REPO, S2_COGS
+from tests.conftest import REPO, S2_COGS, dagster_home
 from tests.stac_query_proxy import query_proxy
 from tests.test_e2e import list_objects, s3_env
 
@@ -93,7 +93,7 @@ def world(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, Any]]:
     s3_server.create_bucket(BUCKET)
-    home = tmp_path_factory.mktemp("dagster_home")
+    home = dagster_home(tmp_path_factory.mktemp("dagster_home"))
     db = home / "w.duckdb"
     first = _items(real_items, "0", source_bucket)
     reprocessed = _items(real_items, "1", source_bucket)
@@ -402,8 +402,7 @@ def _fresh_world(
         if server_filters_updated:
             url, proxy = stack.enter_context(query_proxy(server.url))
         doc = _config(url, s3, db, prefix=tmp_path.name, late_data=late_data)
-        (tmp_path / "home").mkdir()
-        with DagsterInstance.local_temp(str(tmp_path / "home")) as instance:
+        with DagsterInstance.local_temp(str(dagster_home(tmp_path / "home"))) as instance:
             yield {
                 "server": server,
                 "proxy": proxy,
