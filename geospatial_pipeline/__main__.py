@@ -1,0 +1,3 @@
+from geospatial_pipeline.cli import main
+
+raise SystemExit(main())
