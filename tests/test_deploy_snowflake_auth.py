@@ -152,16 +152,18 @@ def test_key_pair_when_the_key_is_set(
     with dg.build_resources({"warehouse": warehouse}) as resources:
         live = resources.warehouse
         written = live.replace_partition(
-            SCENE_METADATA, DAY, [{"item_id": "S2A_1", "aoi": "toulouse"} | _row()]
+            SCENE_METADATA, (DAY, "toulouse"), [{"item_id": "S2A_1", "aoi": "toulouse"} | _row()]
         )
-        assert written == 1 and live.count_rows(SCENE_METADATA, DAY) == 1
+        assert written == 1 and live.count_rows(SCENE_METADATA, (DAY, "toulouse")) == 1
         printed = [repr(live), str(live), live.describe()]
 
     # The connector got the decrypted key (DER, as Snowflake wants it), no password.
     assert connect_calls and all(call["private_key"] == der(key) for call in connect_calls)
     assert all("password" not in call for call in connect_calls)
     shown = "\n".join([*printed, caplog.text, *capsys.readouterr()])
-    assert "Replaced scene_metadata partition 2024-05-01" in caplog.text  # logs were captured
+    assert "Replaced scene_metadata partition partition_date=2024-05-01, aoi=toulouse" in (
+        caplog.text
+    )  # logs were captured
     leaked = [fragment for fragment in secret_fragments(pem) if fragment in shown]
     assert leaked == []
 

@@ -3,7 +3,6 @@ code location's import time) is imported only where the warehouse is Snowflake."
 
 from __future__ import annotations
 
-import datetime
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, closing
@@ -21,7 +20,7 @@ from geospatial_pipeline.warehouse import sql
 from geospatial_pipeline.warehouse.tables import ColumnType, Table
 
 # Snowflake paramstyle (as configured on SnowflakeResource; None means the connector's default,
-# pyformat) -> placeholder for the one bound partition value.
+# pyformat) -> placeholder style for the bound partition values.
 _SNOWFLAKE_PLACEHOLDERS: dict[str, sql.Placeholder] = {
     "pyformat": "%s",
     "format": "%s",
@@ -80,7 +79,7 @@ class SnowflakeWarehouse(WarehouseResource):
         return closing(conn.cursor())
 
     def _replace_work(
-        self, table: Table, partition_value: datetime.date, encoded: Sequence[tuple[Any, ...]]
+        self, table: Table, partition: tuple[Any, ...], encoded: Sequence[tuple[Any, ...]]
     ) -> Callable[[Any], int]:
         frame = _staging_frame(table, encoded) if encoded else None
         placeholder = self._placeholder()
@@ -113,16 +112,13 @@ class SnowflakeWarehouse(WarehouseResource):
                 conn.commit()
                 with _transaction(cur.execute):
                     cur.execute(
-                        sql.delete_partition_sql(table, "snowflake", placeholder),
-                        (partition_value,),
+                        sql.delete_partition_sql(table, "snowflake", placeholder), partition
                     )
                     if frame is not None:
                         cur.execute(sql.snowflake_insert_from_staging_sql(table, staging))
-                    cur.execute(
-                        sql.count_rows_sql(table, "snowflake", placeholder), (partition_value,)
-                    )
+                    cur.execute(sql.count_rows_sql(table, "snowflake", placeholder), partition)
                     (found,) = cur.fetchone()
-                    _check_written(table, partition_value, int(found), len(encoded))
+                    _check_written(table, partition, int(found), len(encoded))
                 if frame is not None:
                     # Outside the transaction (DDL); the session's end would drop it anyway.
                     cur.execute(sql.drop_table_sql(staging, "snowflake"))

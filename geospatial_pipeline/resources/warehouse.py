@@ -7,7 +7,6 @@ production.
 
 from __future__ import annotations
 
-import datetime
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -24,7 +23,13 @@ from geospatial_pipeline.config import (
 )
 from geospatial_pipeline.errors import WarehouseError
 from geospatial_pipeline.warehouse import sql
-from geospatial_pipeline.warehouse.tables import Table, decode_row, encode_rows
+from geospatial_pipeline.warehouse.tables import (
+    Table,
+    check_partition,
+    decode_row,
+    encode_rows,
+    format_partition,
+)
 
 _T = TypeVar("_T")
 
@@ -55,7 +60,11 @@ def _transaction(execute: Callable[[str], object]) -> Iterator[None]:
 
 
 class WarehouseResource(ConfigurableResource, ABC):
-    """Abstract warehouse: tables replaced one partition (date) at a time.
+    """Abstract warehouse: tables replaced one partition at a time.
+
+    A partition is one value per ``Table.partition_columns``, in that order, e.g.
+    ``(datetime.date(2020, 2, 19), "aoi_a")`` for a table partitioned by
+    ``("partition_date", "aoi")``; replacing it touches no row of any other partition.
 
     Row values are str, int, float, bool, None, ``datetime.date``, timezone-aware
     ``datetime.datetime`` (stored and returned in UTC) and, for JSON columns, any
@@ -71,59 +80,59 @@ class WarehouseResource(ConfigurableResource, ABC):
     def replace_partition(
         self,
         table: Table,
-        partition_value: datetime.date,
+        partition: Sequence[Any],
         rows: Sequence[Mapping[str, Any]],
     ) -> int:
         """In one transaction, delete the partition's rows and insert ``rows``; return the count.
 
-        Rows may omit the partition column (it is filled in) but must not name another date.
-        On failure nothing is changed and ``WarehouseError`` names the table and partition.
+        Rows may omit the partition columns (they are filled in) but must not name another
+        partition's value. On failure nothing is changed and ``WarehouseError`` names the
+        table and partition.
         """
-        encoded = self._encode(table, partition_value, rows)
+        key = _check_partition(table, partition)
+        encoded = self._encode(table, key, rows)
         written = self._run(
-            f"replacing partition {partition_value.isoformat()} of table {table.name!r}",
-            self._replace_work(table, partition_value, encoded),
+            f"replacing partition {format_partition(table, key)} of table {table.name!r}",
+            self._replace_work(table, key, encoded),
         )
         get_dagster_logger().info(
-            f"Replaced {table.name} partition {partition_value.isoformat()} with {written} rows "
+            f"Replaced {table.name} partition {format_partition(table, key)} with {written} rows "
             f"on {self.describe()}"
         )
         return written
 
-    def fetch_partition(self, table: Table, partition_value: datetime.date) -> list[dict[str, Any]]:
+    def fetch_partition(self, table: Table, partition: Sequence[Any]) -> list[dict[str, Any]]:
         """Rows of one partition, ordered by the table's natural key, JSON columns parsed."""
-        partition_value = _check_partition_value(partition_value)
+        key = _check_partition(table, partition)
         dialect, placeholder = self._dialect, self._placeholder()
 
         def work(conn: Any) -> list[dict[str, Any]]:
             with self._cursor(conn) as cur:
                 cur.execute(sql.create_table_sql(table, dialect))
-                cur.execute(
-                    sql.select_partition_sql(table, dialect, placeholder), (partition_value,)
-                )
+                cur.execute(sql.select_partition_sql(table, dialect, placeholder), key)
                 return [decode_row(table, row) for row in cur.fetchall()]
 
         return self._run(
-            f"reading partition {partition_value.isoformat()} of table {table.name!r}", work
+            f"reading partition {format_partition(table, key)} of table {table.name!r}", work
         )
 
-    def count_rows(self, table: Table, partition_value: datetime.date | None = None) -> int:
+    def count_rows(self, table: Table, partition: Sequence[Any] | None = None) -> int:
         """Rows in the table, or in one partition."""
-        if partition_value is not None:
-            partition_value = _check_partition_value(partition_value)
+        key = None if partition is None else _check_partition(table, partition)
         dialect, placeholder = self._dialect, self._placeholder()
 
         def work(conn: Any) -> int:
             with self._cursor(conn) as cur:
                 cur.execute(sql.create_table_sql(table, dialect))
-                if partition_value is None:
+                if key is None:
                     cur.execute(sql.count_rows_sql(table, dialect))
                 else:
-                    cur.execute(sql.count_rows_sql(table, dialect, placeholder), (partition_value,))
+                    cur.execute(sql.count_rows_sql(table, dialect, placeholder), key)
                 (count,) = cur.fetchone()
                 return int(count)
 
-        return self._run(f"counting rows of table {table.name!r}", work)
+        where = "" if key is None else f" in partition {format_partition(table, key)}"
+        return self._run(f"counting rows of table {table.name!r}{where}", work)
 
     @property
     def kind(self) -> str:
@@ -145,25 +154,26 @@ class WarehouseResource(ConfigurableResource, ABC):
 
     @abstractmethod
     def _placeholder(self) -> sql.Placeholder:
-        """The placeholder for one bound parameter in this backend's paramstyle."""
+        """The placeholder style for bound parameters in this backend's paramstyle."""
 
     @abstractmethod
     def _replace_work(
-        self, table: Table, partition_value: datetime.date, encoded: Sequence[tuple[Any, ...]]
+        self, table: Table, partition: tuple[Any, ...], encoded: Sequence[tuple[Any, ...]]
     ) -> Callable[[Any], int]:
         """The work of :meth:`replace_partition` on one connection, returning the row count.
 
-        Whatever needs no connection is prepared before this returns, outside ``_run``.
+        ``partition`` is already checked. Whatever needs no connection is prepared before
+        this returns, outside ``_run``.
         """
 
     def _encode(
-        self, table: Table, partition_value: datetime.date, rows: Sequence[Mapping[str, Any]]
+        self, table: Table, partition: tuple[Any, ...], rows: Sequence[Mapping[str, Any]]
     ) -> list[tuple[Any, ...]]:
         try:
-            return encode_rows(table, partition_value, rows)
+            return encode_rows(table, partition, rows)
         except (TypeError, ValueError) as exc:
             raise WarehouseError(
-                f"refusing to replace partition {_partition_text(partition_value)} of table "
+                f"refusing to replace partition {format_partition(table, partition)} of table "
                 f"{table.name!r} on {self.describe()}: {exc}"
             ) from exc
 
@@ -191,27 +201,18 @@ class WarehouseResource(ConfigurableResource, ABC):
         return results[0]
 
 
-def _partition_text(partition_value: object) -> str:
-    if isinstance(partition_value, datetime.date):
-        return partition_value.isoformat()
-    return repr(partition_value)
+def _check_partition(table: Table, partition: Sequence[Any]) -> tuple[Any, ...]:
+    try:
+        return check_partition(table, partition)
+    except (TypeError, ValueError) as exc:
+        raise WarehouseError(str(exc)) from exc
 
 
-def _check_partition_value(partition_value: object) -> datetime.date:
-    if isinstance(partition_value, datetime.datetime) or not isinstance(
-        partition_value, datetime.date
-    ):
-        raise WarehouseError(
-            f"partition value must be a datetime.date, got {type(partition_value).__name__}"
-        )
-    return partition_value
-
-
-def _check_written(table: Table, partition_value: datetime.date, found: int, expected: int) -> None:
+def _check_written(table: Table, partition: tuple[Any, ...], found: int, expected: int) -> None:
     if found != expected:
         raise WarehouseError(
-            f"table {table.name!r} partition {partition_value.isoformat()} holds {found} rows "
-            f"after the write, expected {expected}"
+            f"table {table.name!r} partition {format_partition(table, partition)} holds {found} "
+            f"rows after the write, expected {expected}"
         )
 
 
@@ -244,19 +245,19 @@ class DuckDBWarehouse(WarehouseResource):
         return "?"
 
     def _replace_work(
-        self, table: Table, partition_value: datetime.date, encoded: Sequence[tuple[Any, ...]]
+        self, table: Table, partition: tuple[Any, ...], encoded: Sequence[tuple[Any, ...]]
     ) -> Callable[[Any], int]:
         def work(conn: Any) -> int:
             conn.execute(sql.create_table_sql(table, "duckdb"))
             with _transaction(conn.execute):
-                conn.execute(sql.delete_partition_sql(table, "duckdb", "?"), [partition_value])
+                conn.execute(sql.delete_partition_sql(table, "duckdb", "?"), list(partition))
                 if encoded:
                     conn.executemany(sql.insert_values_sql(table, "duckdb"), encoded)
                 # Cheap guard, inside the transaction, against a partial executemany.
                 (found,) = conn.execute(
-                    sql.count_rows_sql(table, "duckdb", "?"), [partition_value]
+                    sql.count_rows_sql(table, "duckdb", "?"), list(partition)
                 ).fetchone()
-                _check_written(table, partition_value, int(found), len(encoded))
+                _check_written(table, partition, int(found), len(encoded))
             return len(encoded)
 
         return work

@@ -18,9 +18,10 @@ from geospatial_pipeline.warehouse.tables import ColumnType, Table, validate_ide
 Dialect = Literal["duckdb", "snowflake"]
 DIALECTS: tuple[Dialect, ...] = ("duckdb", "snowflake")
 
-# Placeholder for the single partition value each statement binds. DuckDB uses qmark; the
-# Snowflake connector's default paramstyle is pyformat ("%s"), but a SnowflakeResource may
-# configure another one, so the caller picks the matching placeholder.
+# Placeholder style for the partition values a statement binds, one per partition column in
+# ``Table.partition_columns`` order. DuckDB uses qmark; the Snowflake connector's default
+# paramstyle is pyformat ("%s"), but a SnowflakeResource may configure another one, so the
+# caller picks the matching style. ":1" stands for numeric style: ":1", ":2", ...
 Placeholder = Literal["?", "%s", ":1"]
 
 _TYPES: dict[Dialect, dict[ColumnType, str]] = {
@@ -116,8 +117,12 @@ def _column_list(table: Table, dialect: Dialect) -> str:
 
 
 def _partition_predicate(table: Table, dialect: Dialect, placeholder: str) -> str:
-    column = quote_identifier(table.partition_column, dialect)
-    return f"{column} = {_check_placeholder(placeholder)}"
+    """``"c1" = ? AND "c2" = ?``: binds the partition's values in partition-column order."""
+    style = _check_placeholder(placeholder)
+    return " AND ".join(
+        f"{quote_identifier(name, dialect)} = {f':{position}' if style == ':1' else style}"
+        for position, name in enumerate(table.partition_columns, start=1)
+    )
 
 
 def create_table_sql(table: Table, dialect: Dialect) -> str:
@@ -158,7 +163,7 @@ def select_partition_sql(table: Table, dialect: Dialect, placeholder: Placeholde
 
 
 def count_rows_sql(table: Table, dialect: Dialect, placeholder: Placeholder | None = None) -> str:
-    """COUNT(*) of the whole table, or of one partition when a placeholder is given."""
+    """COUNT(*) of the whole table, or of one partition when a placeholder style is given."""
     sql = f"SELECT COUNT(*) FROM {quote_identifier(table.name, dialect)}"
     if placeholder is not None:
         sql += f" WHERE {_partition_predicate(table, dialect, placeholder)}"

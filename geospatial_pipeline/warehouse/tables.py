@@ -34,6 +34,10 @@ class ColumnType(StrEnum):
     JSON = "json"
 
 
+# The value kinds a partition key holds: a day, and a name (an AOI).
+_PARTITION_TYPES = frozenset({ColumnType.DATE, ColumnType.STRING})
+
+
 def validate_identifier(name: str) -> str:
     """Return ``name`` if it is a safe lower-case SQL identifier, else raise ValueError."""
     if not _IDENTIFIER.fullmatch(name):
@@ -58,21 +62,31 @@ class Column:
 
 @dataclass(frozen=True)
 class Table:
-    """A warehouse table whose rows are replaced one ``partition_column`` value at a time.
+    """A warehouse table whose rows are replaced one partition at a time.
 
-    ``natural_key`` orders rows returned by ``fetch_partition`` and must be unique within a
-    partition; when empty, rows are ordered by every non-JSON column in declaration order and
-    uniqueness is not checked.
+    A partition is one combination of values of ``partition_columns`` (e.g. a day and an
+    AOI); those columns must be non-nullable DATE or STRING columns, the two kinds of value a
+    partition key can carry. ``natural_key`` orders rows returned by ``fetch_partition`` and
+    must be unique within a partition, so it need not repeat a partition column; when empty,
+    rows are ordered by every non-JSON column in declaration order and uniqueness is not
+    checked.
     """
 
     name: str
     columns: tuple[Column, ...]
-    partition_column: str
+    partition_columns: tuple[str, ...]
     natural_key: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         validate_identifier(self.name)
         object.__setattr__(self, "columns", tuple(self.columns))
+        # A bare string would otherwise be taken as one partition column per character.
+        if isinstance(self.partition_columns, str):
+            raise TypeError(
+                f"table {self.name!r}: partition_columns must be a tuple of column names, "
+                f"got the string {self.partition_columns!r}"
+            )
+        object.__setattr__(self, "partition_columns", tuple(self.partition_columns))
         object.__setattr__(self, "natural_key", tuple(self.natural_key))
         if not self.columns:
             raise ValueError(f"table {self.name!r} has no columns")
@@ -80,18 +94,24 @@ class Table:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"table {self.name!r} repeats columns {duplicates}")
+        if not self.partition_columns:
+            raise ValueError(f"table {self.name!r} has no partition columns")
+        repeated = sorted(
+            {n for n in self.partition_columns if self.partition_columns.count(n) > 1}
+        )
+        if repeated:
+            raise ValueError(f"table {self.name!r} repeats partition columns {repeated}")
         by_name = {c.name: c for c in self.columns}
-        partition = by_name.get(self.partition_column)
-        if partition is None:
-            raise ValueError(
-                f"table {self.name!r}: partition column {self.partition_column!r} is not a column"
-            )
-        # replace_partition takes a datetime.date, so the partition column must hold dates.
-        if partition.type is not ColumnType.DATE or partition.nullable:
-            raise ValueError(
-                f"table {self.name!r}: partition column {self.partition_column!r} "
-                "must be a non-nullable DATE"
-            )
+        for name in self.partition_columns:
+            partition = by_name.get(name)
+            if partition is None:
+                raise ValueError(f"table {self.name!r}: partition column {name!r} is not a column")
+            if partition.type not in _PARTITION_TYPES or partition.nullable:
+                raise ValueError(
+                    f"table {self.name!r}: partition column {name!r} must be a non-nullable "
+                    f"DATE or STRING, not {'nullable ' if partition.nullable else ''}"
+                    f"{partition.type.value.upper()}"
+                )
         for key in self.natural_key:
             column = by_name.get(key)
             if column is None:
@@ -138,9 +158,9 @@ SCENE_METADATA = Table(
         Column("object_count", ColumnType.BIGINT),
         Column("object_bytes", ColumnType.BIGINT),
     ),
-    partition_column="partition_date",
-    # One row per STAC item x AOI.
-    natural_key=("item_id", "aoi"),
+    partition_columns=("partition_date", "aoi"),
+    # One row per STAC item x AOI (the AOI is fixed within a partition).
+    natural_key=("item_id",),
 )
 
 
@@ -161,7 +181,8 @@ DAILY_AOI_STATS = Table(
         Column("ndwi_mean", ColumnType.DOUBLE),
         Column("offset_decisions", ColumnType.JSON),  # per scene: metadata vs pixels
     ),
-    partition_column="partition_date",
+    partition_columns=("partition_date", "aoi"),
+    # One row per day x AOI, i.e. per partition: the key keeps that checked.
     natural_key=("aoi",),
 )
 
@@ -184,8 +205,8 @@ SCENE_QUALITY = Table(
         Column("shadow_fraction", ColumnType.DOUBLE),
         Column("decision", ColumnType.JSON),
     ),
-    partition_column="partition_date",
-    natural_key=("item_id", "aoi"),
+    partition_columns=("partition_date", "aoi"),
+    natural_key=("item_id",),
 )
 
 PRODUCT_CATALOG = Table(
@@ -202,8 +223,8 @@ PRODUCT_CATALOG = Table(
         Column("stac_item_url", ColumnType.STRING),
         Column("created", ColumnType.TIMESTAMP),
     ),
-    partition_column="partition_date",
-    natural_key=("item_id", "aoi", "product"),
+    partition_columns=("partition_date", "aoi"),
+    natural_key=("item_id", "product"),
 )
 
 
@@ -219,8 +240,30 @@ CATALOG_RECONCILIATION = Table(
         Column("extra", ColumnType.JSON),  # stored, no longer in the catalog
         Column("checked_at", ColumnType.TIMESTAMP, nullable=False),
     ),
-    partition_column="day",
+    partition_columns=("day", "aoi"),
+    # One row per partition.
     natural_key=("aoi",),
+)
+
+
+# Mirror of the AOI registry: one partition, and one row, per AOI name.
+AOIS = Table(
+    name="aois",
+    columns=(
+        Column("name", ColumnType.STRING, nullable=False),
+        Column("geometry", ColumnType.JSON, nullable=False),  # GeoJSON geometry
+        Column("bbox", ColumnType.JSON, nullable=False),  # [west, south, east, north]
+        Column("west", ColumnType.DOUBLE, nullable=False),
+        Column("south", ColumnType.DOUBLE, nullable=False),
+        Column("east", ColumnType.DOUBLE, nullable=False),
+        Column("north", ColumnType.DOUBLE, nullable=False),
+        Column("first_day", ColumnType.DATE, nullable=False),
+        Column("created", ColumnType.TIMESTAMP, nullable=False),
+        Column("origin", ColumnType.STRING, nullable=False),
+        Column("retired_on", ColumnType.DATE),
+    ),
+    partition_columns=("name",),
+    natural_key=("name",),
 )
 
 
@@ -297,20 +340,85 @@ def encode_value(column: Column, value: Any) -> Any:
     raise AssertionError(f"unhandled column type {kind}")  # pragma: no cover
 
 
+def _partition_value_text(value: Any) -> str:
+    if isinstance(value, datetime.date) and not isinstance(value, datetime.datetime):
+        return value.isoformat()
+    if isinstance(value, str):
+        return value
+    return repr(value)
+
+
+def format_partition(table: Table, partition: Sequence[Any]) -> str:
+    """``partition_date=2020-02-19, aoi=aoi_a``: a partition as messages and logs name it."""
+    if isinstance(partition, str | bytes) or not isinstance(partition, Sequence):
+        return repr(partition)
+    if len(partition) != len(table.partition_columns):
+        return repr(tuple(partition))
+    return ", ".join(
+        f"{name}={_partition_value_text(value)}"
+        for name, value in zip(table.partition_columns, partition, strict=True)
+    )
+
+
+def check_partition(table: Table, partition: Sequence[Any]) -> tuple[Any, ...]:
+    """Return ``partition`` as a tuple if it holds one valid value per partition column.
+
+    Raises TypeError or ValueError naming the table, the column and the value: a DATE column
+    takes a ``datetime.date`` (not a ``datetime``), a STRING column a non-empty str.
+    """
+    columns = table.partition_columns
+    # A str is a Sequence too: "2020-02-19" would otherwise be ten one-character values.
+    if isinstance(partition, str | bytes) or not isinstance(partition, Sequence):
+        raise TypeError(
+            f"table {table.name!r}: partition must be a sequence of values for {columns}, "
+            f"got {_type_name(partition)} {partition!r}"
+        )
+    values = tuple(partition)
+    if len(values) != len(columns):
+        raise ValueError(
+            f"table {table.name!r}: partition {values!r} has {len(values)} values, "
+            f"expected {len(columns)} for {columns}"
+        )
+    for name, value in zip(columns, values, strict=True):
+        kind = table.column(name).type
+        if kind is ColumnType.DATE:
+            # datetime is a subclass of date; silently truncating a timestamp would hide a bug.
+            if isinstance(value, datetime.datetime) or not isinstance(value, datetime.date):
+                raise TypeError(
+                    f"table {table.name!r}: partition column {name!r} expects datetime.date, "
+                    f"got {_type_name(value)} {value!r}"
+                )
+        elif not isinstance(value, str) or not value:
+            raise TypeError(
+                f"table {table.name!r}: partition column {name!r} expects a non-empty str, "
+                f"got {_type_name(value)} {value!r}"
+            )
+    return values
+
+
+def _same_partition_value(raw: Any, expected: Any) -> bool:
+    if isinstance(expected, datetime.date):
+        # datetime is a date subclass; it is refused here as encode_value refuses it.
+        return (
+            isinstance(raw, datetime.date)
+            and not isinstance(raw, datetime.datetime)
+            and raw == expected
+        )
+    return isinstance(raw, str) and raw == expected
+
+
 def encode_rows(
-    table: Table, partition_value: datetime.date, rows: Sequence[Mapping[str, Any]]
+    table: Table, partition: Sequence[Any], rows: Sequence[Mapping[str, Any]]
 ) -> list[tuple[Any, ...]]:
     """Validate rows for ``replace_partition`` and return them as tuples in column order.
 
-    Every row must belong to ``partition_value`` (a missing partition column is filled in),
-    may only use the table's columns, and must have a unique natural key.
+    ``partition`` holds one value per ``table.partition_columns``, in order (see
+    ``check_partition``). Every row must belong to it (a missing partition column is filled
+    in), may only use the table's columns, and must have a unique natural key.
     """
-    if isinstance(partition_value, datetime.datetime) or not isinstance(
-        partition_value, datetime.date
-    ):
-        raise TypeError(
-            f"partition value must be a datetime.date, got {_type_name(partition_value)}"
-        )
+    values_of_partition = dict(
+        zip(table.partition_columns, check_partition(table, partition), strict=True)
+    )
     known = set(table.column_names)
     seen_keys: set[tuple[Any, ...]] = set()
     encoded: list[tuple[Any, ...]] = []
@@ -321,15 +429,17 @@ def encode_rows(
         values: list[Any] = []
         for column in table.columns:
             raw = row.get(column.name)
-            if column.name == table.partition_column:
+            if column.name in values_of_partition:
+                expected = values_of_partition[column.name]
                 if raw is None:
-                    raw = partition_value
-                elif raw != partition_value or isinstance(raw, datetime.datetime):
-                    # A row for another date would survive the next replace of its own date
-                    # and be deleted by this one: refuse rather than corrupt both partitions.
+                    raw = expected
+                elif not _same_partition_value(raw, expected):
+                    # A row of another partition would survive the next replace of its own
+                    # partition and be deleted by this one: refuse rather than corrupt both.
                     raise ValueError(
-                        f"row {index}: {column.name}={raw!r} does not match the partition "
-                        f"being replaced ({partition_value.isoformat()})"
+                        f"row {index}: {column.name}={_partition_value_text(raw)} does not "
+                        f"match the partition being replaced ({column.name}="
+                        f"{_partition_value_text(expected)})"
                     )
             try:
                 values.append(encode_value(column, raw))
