@@ -174,9 +174,9 @@ def request_command(args: argparse.Namespace) -> int:
         doc["notes"] = args.notes
     if args.request_id is not None:
         doc["request_id"] = args.request_id
-    # Validated before the configuration is read: a bad request fails fast and offline.
-    request = requests.validate_request(doc, max_days=requests.DEFAULT_MAX_DAYS)
-    store = _store(_config(args))
+    config = _config(args)
+    request = requests.validate_request(doc, max_days=config.requests.max_days)
+    store = _store(config)
     key = requests.submit(store, request)
     rid = request.request_id
     days = len(request.days())
@@ -245,4 +245,135 @@ def request_status_command(args: argparse.Namespace) -> int:
         _out(status.model_dump_json(indent=2))
     else:
         _out(*_status_text(status))
+    return 0
+
+
+# ---------------------------------------------------------------- AOIs and local runs
+
+
+def _instance() -> Any:
+    """The Dagster instance of $DAGSTER_HOME (the one the UI and the daemon use)."""
+    import os
+
+    from dagster import DagsterInstance
+
+    if not os.environ.get("DAGSTER_HOME"):
+        raise ConfigError(
+            "DAGSTER_HOME is not set: the AOI partitions live in the Dagster instance the UI "
+            "uses; set DAGSTER_HOME to its directory (make demo/make dev set it)"
+        )
+    return DagsterInstance.get()
+
+
+def _sync(config: PipelineConfig) -> list[str]:
+    """Register the configuration's AOIs in the registry, the instance's `aois`
+    partitions and the warehouse mirror; return the names that were new anywhere."""
+    import datetime as dt
+
+    from geospatial_pipeline.on_demand import mirror_aois
+    from geospatial_pipeline.ondemand import registry, service
+    from geospatial_pipeline.partitions import AOI_PARTITIONS_NAME
+    from geospatial_pipeline.resources import build_warehouse
+
+    store = _store(config)
+    now = dt.datetime.now(dt.UTC)
+    service.sync_config_aois(store, config.aois, config.partitions, now=now)
+    records = registry.load_all(store)
+    instance = _instance()
+    known = set(instance.get_dynamic_partitions(AOI_PARTITIONS_NAME))
+    missing = sorted(r.name for r in records if r.name not in known)
+    if missing:
+        instance.add_dynamic_partitions(AOI_PARTITIONS_NAME, missing)
+    mirror_aois(build_warehouse(config), records)
+    return missing
+
+
+@command(
+    "aois",
+    "list the registered AOIs, register the configuration's (sync), retire or un-retire one",
+    arg("action", choices=["list", "sync", "retire", "unretire"]),
+    arg("name", nargs="?", help="the AOI to retire or un-retire"),
+    arg("--on", metavar="YYYY-MM-DD", help="retire: first day without runs (default today)"),
+    CONFIG,
+)
+def aois_command(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from geospatial_pipeline.ondemand import registry
+
+    config = _config(args)
+    if args.action == "sync":
+        added = _sync(config)
+        _out(f"{len(config.aois)} configured AOI(s) registered; new partitions: {added or 'none'}")
+        return 0
+    store = _store(config)
+    if args.action == "list":
+        for r in registry.load_all(store):
+            retired = f", retired on {r.retired_on}" if r.retired_on else ""
+            _out(f"{r.name}: bbox {list(r.bbox)}, first day {r.first_day}, {r.origin}{retired}")
+        return 0
+    if not args.name:
+        raise ConfigError(f"aois {args.action}: name the AOI")
+    if args.action == "retire":
+        on = dt.date.fromisoformat(args.on) if args.on else dt.datetime.now(dt.UTC).date()
+        record = registry.retire(store, args.name, on)
+        _out(
+            f"{record.name} retired on {on}: no schedule, late-data or request runs from that "
+            "day; its objects, rows and materializations stay"
+        )
+    else:
+        record = registry.unretire(store, args.name)
+        _out(f"{record.name} is active again")
+    from geospatial_pipeline.on_demand import mirror_aois
+    from geospatial_pipeline.resources import build_warehouse
+
+    mirror_aois(build_warehouse(config), [record])
+    return 0
+
+
+@command(
+    "materialize",
+    "materialize every asset for one UTC day and each registered AOI (or the named ones), "
+    "in this process",
+    arg("--date", required=True, metavar="YYYY-MM-DD"),
+    arg("--aoi", action="append", metavar="NAME", help="repeatable; default every active AOI"),
+    CONFIG,
+)
+def materialize_command(args: argparse.Namespace) -> int:
+    import datetime as dt
+    import os
+
+    if args.config:
+        # The assets' partitions come from the code location's configuration at import.
+        os.environ[CONFIG_ENV_VAR] = str(Path(args.config).resolve())
+    config = _config(args)
+    day = dt.date.fromisoformat(args.date)
+    _sync(config)
+
+    from geospatial_pipeline.definitions import INGEST_JOB, build_defs
+    from geospatial_pipeline.layout import Partition
+    from geospatial_pipeline.ondemand import registry
+    from geospatial_pipeline.partitions import day_in_range, partition_key
+
+    if not day_in_range(day):
+        raise ConfigError(f"--date: {day} is outside partitions.start_date/end_date")
+    records = {r.name: r for r in registry.load_all(_store(config))}
+    names = args.aoi or sorted(n for n, r in records.items() if r.active_on(day))
+    unknown = sorted(set(names) - set(records))
+    if unknown:
+        raise ConfigError(f"--aoi: not registered: {unknown}; known: {sorted(records)}")
+    job_def = build_defs(config).resolve_job_def(INGEST_JOB)
+    instance = _instance()
+    failed = []
+    for name in names:
+        key = partition_key(Partition(day, name))
+        result = job_def.execute_in_process(
+            instance=instance, partition_key=key, raise_on_error=False
+        )
+        _out(f"{key}: {'ok' if result.success else 'FAILED'} (run {result.run_id})")
+        if not result.success:
+            failed.append(key)
+    if failed:
+        _err(f"failed partition(s): {', '.join(failed)}")
+        return 1
     return 0

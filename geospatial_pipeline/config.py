@@ -422,6 +422,16 @@ class ScheduleConfig(_Strict):
     delay_hours: int = Field(default=6, ge=0, le=23)
 
 
+class RequestsConfig(_Strict):
+    """Imagery requests (requests/incoming/ in the object store, the CLI, the UI job): how
+    long one may be and how many runs the request sensor launches per tick (the rest go
+    out on later ticks)."""
+
+    max_days: int = Field(default=366, ge=1, le=36600)
+    max_run_requests_per_tick: int = Field(default=200, ge=1, le=10000)
+    minimum_interval_seconds: int = Field(default=30, ge=5)
+
+
 WarehouseConfig = Annotated[
     DuckDBWarehouseConfig | SnowflakeWarehouseConfig, Field(discriminator="kind")
 ]
@@ -435,6 +445,7 @@ class PipelineConfig(ScopeConfig):
     transform: TransformConfig = TransformConfig()
     late_data: LateDataConfig = LateDataConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    requests: RequestsConfig = RequestsConfig()
 
     @model_validator(mode="after")
     def _bands_exist(self) -> PipelineConfig:

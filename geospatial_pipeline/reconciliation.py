@@ -1,5 +1,6 @@
-"""A job comparing, for a date range, what the catalog holds over the AOIs with what the
-pipeline stored — gaps in both directions, per day (metadata and a warehouse table)."""
+"""A job comparing, for a date range, what the catalog holds over each registered AOI with
+what the pipeline stored — gaps in both directions, per (date, AOI) (metadata and a
+warehouse table whose rows are replaced per (date, AOI))."""
 
 import datetime as dt
 from typing import Any
@@ -8,7 +9,9 @@ from dagster import Config, MetadataValue, OpExecutionContext, Output, job, op
 from pydantic import field_validator
 
 from geospatial_pipeline.assets.preview import markdown_table
+from geospatial_pipeline.ondemand import registry
 from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
+from geospatial_pipeline.resources.storage import ObjectStoreResource
 from geospatial_pipeline.resources.warehouse import WarehouseResource
 from geospatial_pipeline.stac.search import AoiQuery, open_client, search_day
 from geospatial_pipeline.warehouse.tables import CATALOG_RECONCILIATION, SCENE_METADATA
@@ -19,6 +22,8 @@ MAX_DAYS = 366
 class ReconcileConfig(Config):
     start_date: str
     end_date: str
+    # Empty: every registered AOI active on the day.
+    aois: list[str] = []
 
     @field_validator("start_date", "end_date")
     @classmethod
@@ -45,12 +50,16 @@ def reconcile_day(
     return out
 
 
-@op(description="Search the catalog day by day and compare with the warehouse's rows.")
+@op(
+    description="Search the catalog per day and AOI and compare with the warehouse's rows "
+    "of that (date, AOI)."
+)
 def reconcile_catalog_op(
     context: OpExecutionContext,
     config: ReconcileConfig,
     stac: StacSearchResource,
     scope: ScopeResource,
+    object_store: ObjectStoreResource,
     warehouse: WarehouseResource,
 ) -> Output[dict[str, Any]]:
     start, end = dt.date.fromisoformat(config.start_date), dt.date.fromisoformat(config.end_date)
@@ -60,20 +69,32 @@ def reconcile_catalog_op(
         )
     settings = stac.settings()
     client = open_client(settings)
-    queries = [AoiQuery(a.name, a.geojson, a.bbox) for a in scope.aoi_configs()]
+    store = object_store.store()
+    records = (
+        [registry.load(store, name) for name in config.aois]
+        if config.aois
+        else registry.load_all(store)
+    )
     checked_at = dt.datetime.now(dt.UTC)
     report: list[dict[str, Any]] = []
     day = start
     while day <= end:
-        found = search_day(client, settings, day, queries, scope.bands)
-        stored: dict[str, list[str]] = {}
-        for row in warehouse.fetch_partition(SCENE_METADATA, day):
-            stored.setdefault(row["aoi"], []).append(row["item_id"])
-        rows = [
-            {"day": day, "checked_at": checked_at, **r} for r in reconcile_day(found.by_aoi, stored)
-        ]
-        warehouse.replace_partition(CATALOG_RECONCILIATION, day, rows)
-        report.extend(rows)
+        for record in (r for r in records if r.active_on(day)):
+            aoi = record.config()
+            query = AoiQuery(aoi.name, aoi.geojson, aoi.bbox)
+            found = search_day(client, settings, day, [query], scope.bands)
+            stored = {
+                aoi.name: [
+                    row["item_id"]
+                    for row in warehouse.fetch_partition(SCENE_METADATA, (day, aoi.name))
+                ]
+            }
+            rows = [
+                {"day": day, "checked_at": checked_at, **r}
+                for r in reconcile_day({aoi.name: found.by_aoi.get(aoi.name, [])}, stored)
+            ]
+            warehouse.replace_partition(CATALOG_RECONCILIATION, (day, aoi.name), rows)
+            report.extend(rows)
         day += dt.timedelta(days=1)
     gaps = [r for r in report if r["missing"] or r["extra"]]
     for r in gaps:
@@ -82,7 +103,8 @@ def reconcile_catalog_op(
         )
     summary = {
         "days": (end - start).days + 1,
-        "days_with_gaps": len({r["day"] for r in gaps}),
+        "partitions_checked": len(report),
+        "partitions_with_gaps": len(gaps),
         "missing": sum(len(r["missing"]) for r in report),
         "extra": sum(len(r["extra"]) for r in report),
     }
@@ -113,8 +135,8 @@ def reconcile_catalog_op(
 
 @job(
     name="reconcile_catalog",
-    description="Compare catalog and stored scenes for a date range (run config: "
-    "ops.reconcile_catalog_op.config.start_date / end_date).",
+    description="Compare catalog and stored scenes per (date, AOI) for a date range (run "
+    "config: ops.reconcile_catalog_op.config.start_date / end_date / aois).",
 )
 def reconcile_catalog_job() -> None:
     reconcile_catalog_op()

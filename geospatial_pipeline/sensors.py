@@ -1,5 +1,5 @@
-"""The late-scene sensor: find items a materialized day's run did not see, record them
-under late_data/{day}/ and request a run of exactly those days."""
+"""The late-scene sensor: find items a materialized (date, AOI) partition's run did not
+see, record them under late_data/{day}/ and request a run of exactly those partitions."""
 
 import datetime as dt
 import json
@@ -9,7 +9,6 @@ from functools import cache
 
 from dagster import (
     AssetRecordsFilter,
-    DailyPartitionsDefinition,
     RunRequest,
     SensorDefinition,
     SensorEvaluationContext,
@@ -20,8 +19,10 @@ from dagster import (
 
 from geospatial_pipeline.assets.ingest import STAC_ITEMS
 from geospatial_pipeline.config import LateDataConfig
-from geospatial_pipeline.layout import items_key, late_record_key, manifest_key
-from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
+from geospatial_pipeline.layout import Partition, items_key, late_record_key, manifest_key
+from geospatial_pipeline.ondemand import registry
+from geospatial_pipeline.partitions import AOI_PARTITIONS_NAME, DAYS, partition_key
+from geospatial_pipeline.resources.stac import StacSearchResource
 from geospatial_pipeline.resources.storage import ObjectStoreResource
 from geospatial_pipeline.stac.itemcollection import dumps
 from geospatial_pipeline.stac.late import (
@@ -29,6 +30,7 @@ from geospatial_pipeline.stac.late import (
     LateItem,
     item_updated,
     judge,
+    late_record,
     parse_time,
     run_key,
     watch_window,
@@ -55,11 +57,8 @@ def make_cursor(since: dt.datetime) -> str:
     return json.dumps({"updated_after": since.astimezone(dt.UTC).isoformat()})
 
 
-def build_late_scenes_sensor(
-    job_name: str,
-    partitions: DailyPartitionsDefinition,
-    settings: LateDataConfig,
-) -> SensorDefinition:
+def build_late_scenes_sensor(job_name: str, settings: LateDataConfig) -> SensorDefinition:
+    # A function of the settings: the polling interval is configuration.
     if settings.lookback_days is not None:
         days = f"the last {settings.lookback_days} acquisition days"
     else:
@@ -75,15 +74,14 @@ def build_late_scenes_sensor(
         minimum_interval_seconds=settings.minimum_interval_seconds,
         description=(
             f"Polls the STAC API for items updated since {settings.cursor_overlap_hours:g} h "
-            f"before the cursor over {days}; an item is late when its day was materialized "
-            "without it. Records late ones under late_data/{day}/ and requests one run per "
-            "affected day."
+            f"before the cursor over {days} and every registered AOI; an item is late "
+            "for an AOI it intersects when that (day, AOI) was materialized without it. Records "
+            "late ones under late_data/{day}/ and requests one run per affected (day, AOI)."
         ),
     )
     def late_scenes_sensor(
         context: SensorEvaluationContext,
         stac: StacSearchResource,
-        scope: ScopeResource,
         object_store: ObjectStoreResource,
     ) -> SensorResult | SkipReason:
         now = dt.datetime.now(dt.UTC)
@@ -92,43 +90,50 @@ def build_late_scenes_sensor(
         client = open_client(search_settings)
         watch = watch_window(
             today=now.date(),
-            start_date=partitions.start.date(),
+            start_date=DAYS.start.date(),
             cursor=since,
             overlap=dt.timedelta(hours=settings.cursor_overlap_hours),
             server_filter=filter_mode(client) != "client",
             lookback_days=settings.lookback_days,
             unfiltered_lookback_days=settings.unfiltered_lookback_days,
         )
-        queries = [AoiQuery(a.name, a.geojson, a.bbox) for a in scope.aoi_configs()]
+        store = object_store.store()
+        registered = set(context.instance.get_dynamic_partitions(AOI_PARTITIONS_NAME))
+        # Retired AOIs are not watched: no future runs for them.
+        records = [
+            r for r in registry.load_all(store) if r.name in registered and r.retired_on is None
+        ]
+        if not records:
+            return SkipReason("no registered AOI to watch (run `aois sync` or send a request)")
+        queries = [AoiQuery(a.name, a.geojson, a.bbox) for a in (r.config() for r in records)]
         items = search_updated_since(
             client, search_settings, queries, watch.first_day, watch.last_day, watch.updated_after
         )
         if not items:
             return SkipReason(f"no item {watch.describe()}")
-        store = object_store.store()
 
         @cache
-        def materialized_at(day: dt.date) -> dt.datetime | None:
-            records = context.instance.fetch_materializations(
-                AssetRecordsFilter(asset_key=STAC_ITEMS, asset_partitions=[day.isoformat()]),
+        def materialized_at(part: Partition) -> dt.datetime | None:
+            found = context.instance.fetch_materializations(
+                AssetRecordsFilter(asset_key=STAC_ITEMS, asset_partitions=[partition_key(part)]),
                 limit=1,
             ).records
-            return dt.datetime.fromtimestamp(records[0].timestamp, dt.UTC) if records else None
+            return dt.datetime.fromtimestamp(found[0].timestamp, dt.UTC) if found else None
 
         @cache
-        def seen(day: dt.date) -> Mapping[str, str]:
-            # A materialized day whose item list is gone saw nothing we can vouch for.
-            key = items_key(stac.collection, day)
+        def seen(part: Partition) -> Mapping[str, str]:
+            # A materialized partition whose item list is gone saw nothing we can vouch for.
+            key = items_key(stac.collection, part)
             if store.head(key) is None:
                 return {}
             meta = json.loads(store.get_bytes(key)).get("geospatial_pipeline", {})
             return dict(meta.get("seen", {}))
 
         @cache
-        def quarantined(day: dt.date) -> Mapping[str, str]:
+        def quarantined(part: Partition) -> Mapping[str, str]:
             # Items band_rasters could not land (a 404 while the files were still being
-            # uploaded, say): seen, but not used, so their day is re-run.
-            key = manifest_key(stac.collection, day)
+            # uploaded, say): seen, but not used, so their partition is re-run.
+            key = manifest_key(stac.collection, part)
             if store.head(key) is None:
                 return {}
             entries = json.loads(store.get_bytes(key)).get("quarantined", [])
@@ -139,42 +144,51 @@ def build_late_scenes_sensor(
             materialized_at=materialized_at,
             seen=seen,
             quarantined=quarantined,
-            first_day=partitions.start.date(),
+            first_day=DAYS.start.date(),
             last_day=watch.last_day,
         )
-        by_day: dict[dt.date, list[LateItem]] = defaultdict(list)
+        by_item: dict[tuple[dt.date, str], list[LateItem]] = defaultdict(list)
+        by_part: dict[Partition, list[LateItem]] = defaultdict(list)
         for late in verdict.late:
-            key = late_record_key(late.partition, late.item_id)
+            by_item[(late.partition, late.item_id)].append(late)
+            by_part[late.part].append(late)
+            context.log.info("late item %s for %s: %s", late.item_id, late.part, late.reason)
+        for (day, item_id), lates in sorted(by_item.items()):
+            key = late_record_key(day, item_id)
+            record = late_record(lates, now)
             # The overlap window brings recorded items back: keep the first record (and
-            # its detection time) while the content is the same.
-            if store.head(key) is None or (
-                json.loads(store.get_bytes(key)).get("fingerprint") != late.fingerprint
-            ):
-                store.put_bytes(key, dumps(late.record(now)), "application/json")
-            by_day[late.partition].append(late)
-            context.log.info("late item %s for %s: %s", late.item_id, late.partition, late.reason)
+            # its detection time) while the content and its AOIs are the same.
+            if store.head(key) is None or _differs(json.loads(store.get_bytes(key)), record):
+                store.put_bytes(key, dumps(record), "application/json")
         requests = [
             RunRequest(
-                partition_key=day.isoformat(),
-                run_key=run_key(day, lates),
+                partition_key=partition_key(part),
+                run_key=run_key(part, lates),
                 tags={
                     TRIGGER_TAG: SENSOR_NAME,
                     "geospatial_pipeline/late_items": ",".join(i.item_id for i in lates)[:1000],
                 },
             )
-            for day, lates in sorted(by_day.items())
+            for part, lates in sorted(by_part.items())
         ]
         # Only now that every record is written may the cursor move past these items.
-        newest_seen = max((u for u in map(item_updated, items) if u), default=since)
+        newest_seen = max((u for u in (item_updated(raw) for raw, _ in items) if u), default=since)
         cursor = make_cursor(max(newest_seen, since))
         if not requests:
             return SensorResult(
                 skip_reason=(
                     f"none of the {len(items)} item(s) {watch.describe()} is late "
-                    "(seen unchanged by its day's run, or its day not materialized yet)"
+                    "(seen unchanged by its partition's run, or the partition not "
+                    "materialized yet)"
                 ),
                 cursor=cursor,
             )
         return SensorResult(run_requests=requests, cursor=cursor)
 
     return late_scenes_sensor
+
+
+def _differs(stored: Mapping[str, object], record: Mapping[str, object]) -> bool:
+    return (
+        stored.get("fingerprint") != record["fingerprint"] or stored.get("aois") != record["aois"]
+    )

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from geospatial_pipeline.cli import main
+from geospatial_pipeline.config import RequestsConfig, default_of
 from geospatial_pipeline.ondemand import requests as rq
 from geospatial_pipeline.storage.object_store import LocalObjectStore
 
@@ -34,7 +35,9 @@ def doc(**changes: Any) -> dict[str, Any]:
     return base
 
 
-def errors_of(document: object, max_days: int = rq.DEFAULT_MAX_DAYS) -> list[str]:
+def errors_of(
+    document: object, max_days: int = default_of(RequestsConfig, "max_days")
+) -> list[str]:
     with pytest.raises(rq.RequestRejected) as info:
         rq.validate_request(document, max_days=max_days)
     assert str(info.value).startswith("invalid imagery request:")

@@ -1,9 +1,10 @@
 """The static STAC catalog of the products, one writer per document.
 
-``stac_catalog`` (per day) writes only the day's sub-catalog, from the day's manifests;
-``stac_catalog_root`` (unpartitioned, the only step that looks across days) lists the day
-sub-catalogs and writes the collection and the root catalog. So runs of different days
-never read or rewrite each other's documents, and their cost does not grow with history.
+``stac_catalog`` (per date x AOI) writes only its partition's sub-catalog, from the
+partition's manifests; ``stac_catalog_root`` (unpartitioned, the only step that looks
+across partitions) lists the sub-catalogs and writes the collection and the root catalog.
+So runs of different partitions never read or rewrite each other's documents, and their
+cost does not grow with history.
 """
 
 import json
@@ -11,14 +12,11 @@ import json
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
-    AssetChecksDefinition,
     AssetCheckSeverity,
     AssetExecutionContext,
     AssetKey,
-    AssetsDefinition,
     AutomationCondition,
     AutomationConditionSensorDefinition,
-    DailyPartitionsDefinition,
     DefaultSensorStatus,
     MaterializeResult,
     MetadataValue,
@@ -26,22 +24,25 @@ from dagster import (
     asset_check,
 )
 
+from geospatial_pipeline.assets.ingest import partition_aoi
 from geospatial_pipeline.assets.transform import NDVI_COMPOSITE, SCENE_PRODUCTS
 from geospatial_pipeline.layout import (
     PRODUCTS_ROOT,
-    day_catalog_key,
+    SUB_CATALOG_NAME,
+    partition_catalog_key,
     products_collection_key,
+    products_prefix,
 )
-from geospatial_pipeline.partitions import BACKFILL_POLICY, partition_day
+from geospatial_pipeline.partitions import BACKFILL_POLICY, PARTITIONS, partition_of
 from geospatial_pipeline.raster.grid import stac_bbox
-from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
+from geospatial_pipeline.resources.stac import StacSearchResource
 from geospatial_pipeline.resources.storage import ObjectStoreResource
 from geospatial_pipeline.stac import publish
 from geospatial_pipeline.stac.itemcollection import dumps
 from geospatial_pipeline.stac.products import (
     catalog_tree_problems,
-    day_catalog,
-    day_catalog_problems,
+    partition_catalog,
+    partition_catalog_problems,
     products_collection,
     root_catalog,
     union_bbox,
@@ -78,164 +79,168 @@ def catalog_root_sensor() -> AutomationConditionSensorDefinition:
     )
 
 
-def day_catalog_keys(store: ObjectStore, collection: str) -> list[str]:
-    """The day sub-catalogs stored for ``collection``: the root step's one listing, one
-    folder level deep (a HEAD per day), never every product object of the history."""
-    prefix = products_collection_key(collection).rsplit("/", 1)[0]
-    candidates = (join_key(folder, "collection.json") for folder in store.folders(prefix))
+def sub_catalog_keys(store: ObjectStore, collection: str) -> list[str]:
+    """The (date, AOI) sub-catalogs stored for ``collection``: folder listings two levels
+    deep (days, then their AOIs) and a HEAD per partition, never every product object of
+    the history."""
+    candidates = (
+        join_key(aoi_folder, SUB_CATALOG_NAME)
+        for day_folder in store.folders(products_prefix(collection))
+        for aoi_folder in store.folders(day_folder)
+    )
     return [key for key in candidates if store.head(key) is not None]
 
 
-def build_catalog_assets(
-    partitions: DailyPartitionsDefinition,
-) -> list[AssetsDefinition | AssetChecksDefinition]:
-    @asset(
-        key=STAC_CATALOG,
-        partitions_def=partitions,
-        backfill_policy=BACKFILL_POLICY,
-        deps=[SCENE_PRODUCTS, NDVI_COMPOSITE],
-        group_name="transform",
-        kinds={"stac"},
-        code_version=STAC_CATALOG_VERSION,
-        description=(
-            "The day's STAC sub-catalog (processed/{collection}/{date}/collection.json, a "
-            "Collection with the day's extent) linking the day's product items; read from "
-            "the day's manifests only."
-        ),
+@asset(
+    key=STAC_CATALOG,
+    partitions_def=PARTITIONS,
+    backfill_policy=BACKFILL_POLICY,
+    deps=[SCENE_PRODUCTS, NDVI_COMPOSITE],
+    group_name="transform",
+    kinds={"stac"},
+    code_version=STAC_CATALOG_VERSION,
+    description=(
+        "The partition's STAC sub-catalog (processed/{collection}/{date}/{aoi}/"
+        "collection.json, a Collection with its extent) linking its product items; read "
+        "from the partition's manifests only."
+    ),
+)
+def stac_catalog(
+    context: AssetExecutionContext,
+    stac: StacSearchResource,
+    object_store: ObjectStoreResource,
+) -> MaterializeResult:
+    part, aoi = partition_aoi(context, object_store)
+    store = object_store.store()
+    products = publish.partition_products(store, stac.collection, part)
+    # A partition without products still gets its sub-catalog (empty), over its AOI.
+    bbox = union_bbox(p["bbox"] for p in products) or union_bbox([stac_bbox(aoi.shape)])
+    key = partition_catalog_key(stac.collection, part)
+    doc = partition_catalog(
+        collection=stac.collection,
+        day=part.day,
+        aoi=part.aoi,
+        catalog_key=key,
+        parent_key=products_collection_key(stac.collection),
+        root_key=PRODUCTS_ROOT,
+        item_keys=[p["stac_item_key"] for p in products],
+        bbox=bbox or [-180.0, -90.0, 180.0, 90.0],
     )
-    def stac_catalog(
-        context: AssetExecutionContext,
-        stac: StacSearchResource,
-        scope: ScopeResource,
-        object_store: ObjectStoreResource,
-    ) -> MaterializeResult:
-        day = partition_day(context.partition_key)
-        store = object_store.store()
-        products = publish.day_products(store, stac.collection, day)
-        # A day without products still gets its sub-catalog (empty), over its AOIs.
-        bbox = union_bbox(p["bbox"] for p in products) or union_bbox(
-            stac_bbox(a.shape) for a in scope.aoi_configs()
-        )
-        key = day_catalog_key(stac.collection, day)
-        doc = day_catalog(
-            collection=stac.collection,
-            day=day,
-            catalog_key=key,
-            parent_key=products_collection_key(stac.collection),
-            root_key=PRODUCTS_ROOT,
-            item_keys=[p["stac_item_key"] for p in products],
-            bbox=bbox or [-180.0, -90.0, 180.0, 90.0],
-        )
-        put = store.put_bytes(key, dumps(doc), "application/json")
-        return MaterializeResult(
-            metadata={
-                "stac_items": len(products),
-                "sub_catalog": put.url,
-                "bbox": MetadataValue.json(doc["extent"]["spatial"]["bbox"][0]),
-            }
-        )
-
-    @asset_check(
-        asset=STAC_CATALOG,
-        blocking=True,
-        partitions_def=partitions,
-        description="Every product item of the day validates (STAC core schema offline plus "
-        "the extension fields the pipeline relies on) and the day's sub-catalog reaches "
-        "each of them. Reads only the day's sub-catalog and items.",
+    put = store.put_bytes(key, dumps(doc), "application/json")
+    return MaterializeResult(
+        metadata={
+            "stac_items": len(products),
+            "sub_catalog": put.url,
+            "bbox": MetadataValue.json(doc["extent"]["spatial"]["bbox"][0]),
+        }
     )
-    def stac_items_valid(
-        context: AssetCheckExecutionContext,
-        stac: StacSearchResource,
-        object_store: ObjectStoreResource,
-    ) -> AssetCheckResult:
-        day = partition_day(context.partition_key)
-        store = object_store.store()
-        products = publish.day_products(store, stac.collection, day)
-        problems, unreachable = day_catalog_problems(
-            store, day_catalog_key(stac.collection, day), [p["stac_item_key"] for p in products]
-        )
-        return AssetCheckResult(
-            passed=not (problems or unreachable),
-            severity=AssetCheckSeverity.ERROR,
-            metadata={
-                "items": len(products),
-                "problems": MetadataValue.json(problems),
-                "unreachable_from_catalog": MetadataValue.json(unreachable),
-                "note": "STAC core schema validated offline; extension fields checked by "
-                "the pipeline (extension schemas are published online only)",
-            },
-        )
 
-    @asset(
-        key=STAC_CATALOG_ROOT,
-        deps=[STAC_CATALOG],
-        group_name="transform",
-        kinds={"stac"},
-        code_version=STAC_CATALOG_ROOT_VERSION,
-        automation_condition=ROOT_AUTOMATION,
-        description=(
-            "processed/catalog.json and the collection (processed/{collection}/"
-            "collection.json, extent the union of the days'), linking every day "
-            "sub-catalog in storage. The only writer of both; not part of ingest_daily, so "
-            "concurrent day runs never race on them: the automation condition sensor runs it "
-            "after day sub-catalogs change."
-        ),
+
+@asset_check(
+    asset=STAC_CATALOG,
+    blocking=True,
+    partitions_def=PARTITIONS,
+    description="Every product item of the partition validates (STAC core schema offline "
+    "plus the extension fields the pipeline relies on) and its sub-catalog reaches each "
+    "of them. Reads only the partition's sub-catalog and items.",
+)
+def stac_items_valid(
+    context: AssetCheckExecutionContext,
+    stac: StacSearchResource,
+    object_store: ObjectStoreResource,
+) -> AssetCheckResult:
+    part = partition_of(context.partition_key)
+    store = object_store.store()
+    products = publish.partition_products(store, stac.collection, part)
+    problems, unreachable = partition_catalog_problems(
+        store, partition_catalog_key(stac.collection, part), [p["stac_item_key"] for p in products]
     )
-    def stac_catalog_root(
-        stac: StacSearchResource, object_store: ObjectStoreResource
-    ) -> MaterializeResult:
-        store = object_store.store()
-        keys = day_catalog_keys(store, stac.collection)
-        days = {k: json.loads(store.get_bytes(k)) for k in keys}
-        collection_key = products_collection_key(stac.collection)
-        collection = products_collection(
-            collection=stac.collection,
-            collection_key=collection_key,
-            root_key=PRODUCTS_ROOT,
-            day_catalogs=days,
-        )
-        store.put_bytes(collection_key, dumps(collection), "application/json")
-        put = store.put_bytes(
-            PRODUCTS_ROOT, dumps(root_catalog(PRODUCTS_ROOT, [collection_key])), "application/json"
-        )
-        return MaterializeResult(
-            metadata={
-                "day_catalogs": len(keys),
-                "first_day": _day_of(keys[0]) if keys else "",
-                "last_day": _day_of(keys[-1]) if keys else "",
-                "extent": MetadataValue.json(collection["extent"]),
-                "catalog": put.url,
-            }
-        )
-
-    @asset_check(
-        asset=STAC_CATALOG_ROOT,
-        blocking=True,
-        description="The root catalog, the collection and every day sub-catalog validate "
-        "(STAC core schema, offline) and every stored day sub-catalog is linked.",
+    return AssetCheckResult(
+        passed=not (problems or unreachable),
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "items": len(products),
+            "problems": MetadataValue.json(problems),
+            "unreachable_from_catalog": MetadataValue.json(unreachable),
+            "note": "STAC core schema validated offline; extension fields checked by "
+            "the pipeline (extension schemas are published online only)",
+        },
     )
-    def catalog_valid(
-        stac: StacSearchResource,
-        object_store: ObjectStoreResource,
-    ) -> AssetCheckResult:
-        store = object_store.store()
-        # Items are checked per day (stac_items_valid): here only the tree's documents.
-        problems, _ = catalog_tree_problems(store, PRODUCTS_ROOT, items=False)
-        root = json.loads(store.get_bytes(products_collection_key(stac.collection)))
-        linked = {_day_of(link["href"]) for link in root["links"] if link["rel"] == "child"}
-        stored = {_day_of(k) for k in day_catalog_keys(store, stac.collection)}
-        return AssetCheckResult(
-            passed=not problems and stored <= linked,
-            severity=AssetCheckSeverity.ERROR,
-            metadata={
-                "problems": MetadataValue.json(problems[:50]),
-                "days_not_linked": MetadataValue.json(sorted(stored - linked)),
-                "days_linked": len(linked),
-            },
-        )
-
-    return [stac_catalog, stac_items_valid, stac_catalog_root, catalog_valid]
 
 
-def _day_of(href: str) -> str:
-    return href.rstrip("/").split("/")[-2]
+@asset(
+    key=STAC_CATALOG_ROOT,
+    deps=[STAC_CATALOG],
+    group_name="transform",
+    kinds={"stac"},
+    code_version=STAC_CATALOG_ROOT_VERSION,
+    automation_condition=ROOT_AUTOMATION,
+    description=(
+        "processed/catalog.json and the collection (processed/{collection}/"
+        "collection.json, extent the union of the days'), linking every day "
+        "sub-catalog in storage. The only writer of both; not part of ingest_daily, so "
+        "concurrent day runs never race on them: the automation condition sensor runs it "
+        "after day sub-catalogs change."
+    ),
+)
+def stac_catalog_root(
+    stac: StacSearchResource, object_store: ObjectStoreResource
+) -> MaterializeResult:
+    store = object_store.store()
+    keys = sub_catalog_keys(store, stac.collection)
+    subs = {k: json.loads(store.get_bytes(k)) for k in keys}
+    collection_key = products_collection_key(stac.collection)
+    collection = products_collection(
+        collection=stac.collection,
+        collection_key=collection_key,
+        root_key=PRODUCTS_ROOT,
+        sub_catalogs=subs,
+    )
+    store.put_bytes(collection_key, dumps(collection), "application/json")
+    put = store.put_bytes(
+        PRODUCTS_ROOT, dumps(root_catalog(PRODUCTS_ROOT, [collection_key])), "application/json"
+    )
+    return MaterializeResult(
+        metadata={
+            "sub_catalogs": len(keys),
+            "days": len({_partition_of(k)[0] for k in keys}),
+            "aois": len({_partition_of(k)[1] for k in keys}),
+            "first_day": _partition_of(keys[0])[0] if keys else "",
+            "last_day": _partition_of(keys[-1])[0] if keys else "",
+            "extent": MetadataValue.json(collection["extent"]),
+            "catalog": put.url,
+        }
+    )
+
+
+@asset_check(
+    asset=STAC_CATALOG_ROOT,
+    blocking=True,
+    description="The root catalog, the collection and every day sub-catalog validate "
+    "(STAC core schema, offline) and every stored day sub-catalog is linked.",
+)
+def catalog_valid(
+    stac: StacSearchResource,
+    object_store: ObjectStoreResource,
+) -> AssetCheckResult:
+    store = object_store.store()
+    # Items are checked per day (stac_items_valid): here only the tree's documents.
+    problems, _ = catalog_tree_problems(store, PRODUCTS_ROOT, items=False)
+    root = json.loads(store.get_bytes(products_collection_key(stac.collection)))
+    linked = {_partition_of(link["href"]) for link in root["links"] if link["rel"] == "child"}
+    stored = {_partition_of(k) for k in sub_catalog_keys(store, stac.collection)}
+    return AssetCheckResult(
+        passed=not problems and stored <= linked,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "problems": MetadataValue.json(problems[:50]),
+            "not_linked": MetadataValue.json(["/".join(p) for p in sorted(stored - linked)]),
+            "sub_catalogs_linked": len(linked),
+        },
+    )
+
+
+def _partition_of(href: str) -> tuple[str, str]:
+    """(date, aoi) of a sub-catalog key or link: .../{date}/{aoi}/collection.json."""
+    parts = href.rstrip("/").split("/")
+    return parts[-3], parts[-2]

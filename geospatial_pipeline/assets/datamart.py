@@ -1,5 +1,6 @@
-"""Datamart: daily AOI statistics, per-scene quality and the product catalog, in the
-warehouse (partition rows replaced on every run), from the day's product manifests."""
+"""Datamart, per (date, AOI): daily statistics, per-scene quality and the product catalog
+in the warehouse (the partition's rows replaced on every run), from the partition's
+product manifests."""
 
 import datetime as dt
 from typing import Any
@@ -7,12 +8,9 @@ from typing import Any
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
-    AssetChecksDefinition,
     AssetCheckSeverity,
     AssetExecutionContext,
     AssetKey,
-    AssetsDefinition,
-    DailyPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -21,23 +19,25 @@ from dagster import (
 from shapely.geometry.base import BaseGeometry
 
 from geospatial_pipeline.assets.catalog import STAC_CATALOG
-from geospatial_pipeline.assets.ingest import load_manifest
+from geospatial_pipeline.assets.ingest import load_manifest, partition_aoi
 from geospatial_pipeline.assets.preview import markdown_table
 from geospatial_pipeline.assets.transform import NDVI_COMPOSITE, SCENE_PRODUCTS
 from geospatial_pipeline.errors import PipelineError
-from geospatial_pipeline.layout import day_catalog_key, processed_prefix
-from geospatial_pipeline.partitions import BACKFILL_POLICY, partition_day
+from geospatial_pipeline.layout import partition_catalog_key, processed_prefix
+from geospatial_pipeline.location import WAREHOUSE_KIND
+from geospatial_pipeline.partitions import BACKFILL_POLICY, PARTITIONS, partition_of
+from geospatial_pipeline.raster import stats as raster_stats
 from geospatial_pipeline.raster.cog import gdal_env
 from geospatial_pipeline.raster.scene import strip_rows
-from geospatial_pipeline.raster.stats import SceneSources, daily_aoi_stats, grid_of
-from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
+from geospatial_pipeline.raster.stats import SceneSources, grid_of
+from geospatial_pipeline.resources.stac import StacSearchResource
 from geospatial_pipeline.resources.storage import ObjectStoreResource
 from geospatial_pipeline.resources.transform import TransformResource
 from geospatial_pipeline.resources.warehouse import WarehouseResource
 from geospatial_pipeline.stac.publish import (
     COMPOSITE_ID,
-    day_products,
     layer_key,
+    partition_products,
     scene_products_of,
 )
 from geospatial_pipeline.storage.object_store import ObjectStore
@@ -124,7 +124,7 @@ def daily_stats_rows(
             for p in mine
         ]
         width = grid_of(composite).width
-        stats = daily_aoi_stats(
+        stats = raster_stats.daily_aoi_stats(
             aois[aoi], sources, composite, block_rows=strip_rows(block_pixels, width)
         )
         observed[aoi] = stats.pixels_observed
@@ -187,222 +187,213 @@ def product_rows(day: dt.date, products: list[dict[str, Any]]) -> list[dict[str,
     ]
 
 
-def build_datamart_assets(
-    partitions: DailyPartitionsDefinition, warehouse_kind: str
-) -> list[AssetsDefinition | AssetChecksDefinition]:
-    @asset(
-        key=DAILY_STATS_KEY,
-        partitions_def=partitions,
-        backfill_policy=BACKFILL_POLICY,
-        deps=[SCENE_PRODUCTS, NDVI_COMPOSITE],
-        group_name="datamart",
-        kinds={warehouse_kind, "table"},
-        code_version=DAILY_STATS_VERSION,
-        description=(
-            "Per AOI and day, over one mosaic (each AOI pixel counted once where scenes "
-            "overlap): scenes used, valid/cloud/shadow fractions from SCL, NDVI "
-            "mean/median/p10/p90 of the daily composite, NDWI mean and the offset decisions."
-        ),
-    )
-    def daily_aoi_stats(
-        context: AssetExecutionContext,
-        stac: StacSearchResource,
-        scope: ScopeResource,
-        object_store: ObjectStoreResource,
-        warehouse: WarehouseResource,
-        transform: TransformResource,
-    ) -> MaterializeResult:
-        day = partition_day(context.partition_key)
-        store = object_store.store()
-        ingested = load_manifest(object_store, stac.collection, context.partition_key)
-        aois = {a.name: a.shape for a in scope.aoi_configs()}
-        with gdal_env(object_store.gdal_options(), object_store.gdal_session()):
-            stats, observed = daily_stats_rows(
-                day,
-                day_products(store, stac.collection, day),
-                ingested["objects"],
-                aois,
-                store,
-                transform.block_pixels,
-            )
-        written = warehouse.replace_partition(DAILY_AOI_STATS, day, stats)
-        scenes = {row["aoi"]: row["scenes_used"] for row in stats}
-        return MaterializeResult(
-            metadata={
-                "rows": written,
-                "scenes_per_aoi": MetadataValue.text(
-                    ", ".join(f"{aoi}: {n} scene{'s' * (n != 1)}" for aoi, n in scenes.items())
-                ),
-                "pixels_observed": MetadataValue.json(observed),
-                "table": DAILY_AOI_STATS.name,
-                "warehouse": warehouse.describe(),
-                "preview": MetadataValue.md(
-                    markdown_table(
-                        [
-                            {
-                                k: (round(v, 4) if isinstance(v, float) else v)
-                                for k, v in row.items()
-                                if k not in ("offset_decisions", "partition_date")
-                            }
-                            for row in stats
-                        ]
-                    )
-                ),
-            }
+@asset(
+    key=DAILY_STATS_KEY,
+    partitions_def=PARTITIONS,
+    backfill_policy=BACKFILL_POLICY,
+    deps=[SCENE_PRODUCTS, NDVI_COMPOSITE],
+    group_name="datamart",
+    kinds={WAREHOUSE_KIND, "table"},
+    code_version=DAILY_STATS_VERSION,
+    description=(
+        "Per AOI and day, over one mosaic (each AOI pixel counted once where scenes "
+        "overlap): scenes used, valid/cloud/shadow fractions from SCL, NDVI "
+        "mean/median/p10/p90 of the daily composite, NDWI mean and the offset decisions."
+    ),
+)
+def daily_aoi_stats(
+    context: AssetExecutionContext,
+    stac: StacSearchResource,
+    object_store: ObjectStoreResource,
+    warehouse: WarehouseResource,
+    transform: TransformResource,
+) -> MaterializeResult:
+    part, aoi = partition_aoi(context, object_store)
+    store = object_store.store()
+    ingested = load_manifest(object_store, stac.collection, part)
+    with gdal_env(object_store.gdal_options(), object_store.gdal_session()):
+        stats, observed = daily_stats_rows(
+            part.day,
+            partition_products(store, stac.collection, part),
+            ingested["objects"],
+            {aoi.name: aoi.shape},
+            store,
+            transform.block_pixels,
         )
-
-    @asset(
-        key=SCENE_QUALITY_KEY,
-        partitions_def=partitions,
-        backfill_policy=BACKFILL_POLICY,
-        deps=[SCENE_PRODUCTS],
-        group_name="datamart",
-        kinds={warehouse_kind, "table"},
-        code_version=SCENE_QUALITY_VERSION,
-        description="One row per scene x AOI: the BOA-offset decision by metadata and by "
-        "pixels, and the valid/cloud/shadow pixel shares.",
-    )
-    def scene_quality(
-        context: AssetExecutionContext,
-        stac: StacSearchResource,
-        object_store: ObjectStoreResource,
-        warehouse: WarehouseResource,
-    ) -> MaterializeResult:
-        day = partition_day(context.partition_key)
-        scenes = scene_products_of(object_store.store(), stac.collection, day)
-        rows = scene_quality_rows(day, scenes)
-        written = warehouse.replace_partition(SCENE_QUALITY, day, rows)
-        return MaterializeResult(
-            metadata={
-                "rows": written,
-                "table": SCENE_QUALITY.name,
-                "disagreements": sum(1 for r in rows if r["disagreement"]),
-                "warehouse": warehouse.describe(),
-            }
-        )
-
-    @asset(
-        key=PRODUCT_CATALOG_KEY,
-        partitions_def=partitions,
-        backfill_policy=BACKFILL_POLICY,
-        # After the day's sub-catalog: objects no product references are swept here, and
-        # the sub-catalog must already link only the day's current items.
-        deps=[SCENE_PRODUCTS, NDVI_COMPOSITE, STAC_CATALOG],
-        group_name="datamart",
-        kinds={warehouse_kind, "table"},
-        code_version=PRODUCT_CATALOG_VERSION,
-        description="One row per published product object: scene, AOI, product, object "
-        "URL, bytes, checksum, STAC item URL, created.",
-    )
-    def product_catalog(
-        context: AssetExecutionContext,
-        stac: StacSearchResource,
-        object_store: ObjectStoreResource,
-        warehouse: WarehouseResource,
-    ) -> MaterializeResult:
-        day = partition_day(context.partition_key)
-        store = object_store.store()
-        products = day_products(store, stac.collection, day)
-        rows = product_rows(day, products)
-        written = warehouse.replace_partition(PRODUCT_CATALOG, day, rows)
-        # Only now that the rows are committed may the objects no product references go.
-        referenced = {day_catalog_key(stac.collection, day)} | {
-            key
-            for product in products
-            for key in (product["stac_item_key"], *(e["key"] for e in product["layers"]))
-        }
-        removed = sorted(
-            o.key
-            for o in store.list(processed_prefix(stac.collection, day))
-            if o.key not in referenced
-        )
-        for key in removed:
-            store.delete(key)
-        return MaterializeResult(
-            metadata={
-                "rows": written,
-                "table": PRODUCT_CATALOG.name,
-                "objects_removed": len(removed),
-                "warehouse": warehouse.describe(),
-                "bytes": sum(r["bytes"] for r in rows),
-            }
-        )
-
-    @asset_check(
-        asset=DAILY_STATS_KEY,
-        partitions_def=partitions,
-        description="Warns when an AOI has had no usable scene (one with valid pixels) on "
-        "any of its last transform.max_days_without_usable_scene materialized days.",
-    )
-    def aoi_has_usable_scenes(
-        context: AssetCheckExecutionContext,
-        scope: ScopeResource,
-        warehouse: WarehouseResource,
-        transform: TransformResource,
-    ) -> AssetCheckResult:
-        day = partition_day(context.partition_key)
-        n = transform.max_days_without_usable_scene
-        history = {
-            d: warehouse.fetch_partition(DAILY_AOI_STATS, d)
-            for d in (day - dt.timedelta(days=i) for i in range(n))
-        }
-        stale = days_without_usable_scene(history, [a.name for a in scope.aoi_configs()])
-        return AssetCheckResult(
-            passed=not stale,
-            severity=AssetCheckSeverity.WARN,
-            description=(
-                "; ".join(
-                    f"{aoi}: no usable scene in the last {k} days" for aoi, k in stale.items()
-                )
-                or f"every AOI had a usable scene within {n} days (or has less history)"
+    written = warehouse.replace_partition(DAILY_AOI_STATS, (part.day, part.aoi), stats)
+    scenes = {row["aoi"]: row["scenes_used"] for row in stats}
+    return MaterializeResult(
+        metadata={
+            "rows": written,
+            "scenes_per_aoi": MetadataValue.text(
+                ", ".join(f"{aoi}: {n} scene{'s' * (n != 1)}" for aoi, n in scenes.items())
             ),
-            metadata={
-                "days_checked": n,
-                "until": day.isoformat(),
-                "aois_without_usable_scene": MetadataValue.json(sorted(stale)),
-            },
-        )
-
-    @asset_check(
-        asset=PRODUCT_CATALOG_KEY,
-        blocking=True,
-        partitions_def=partitions,
-        description="Product objects in storage and catalog rows match one to one.",
+            "pixels_observed": MetadataValue.json(observed),
+            "table": DAILY_AOI_STATS.name,
+            "warehouse": warehouse.describe(),
+            "preview": MetadataValue.md(
+                markdown_table(
+                    [
+                        {
+                            k: (round(v, 4) if isinstance(v, float) else v)
+                            for k, v in row.items()
+                            if k not in ("offset_decisions", "partition_date")
+                        }
+                        for row in stats
+                    ]
+                )
+            ),
+        }
     )
-    def products_reconcile(
-        context: AssetCheckExecutionContext,
-        stac: StacSearchResource,
-        object_store: ObjectStoreResource,
-        warehouse: WarehouseResource,
-    ) -> AssetCheckResult:
-        day = partition_day(context.partition_key)
-        stored = {
-            r["object_key"]: r["bytes"] for r in warehouse.fetch_partition(PRODUCT_CATALOG, day)
-        }
-        actual = {
-            o.key: o.size
-            for o in object_store.store().list(processed_prefix(stac.collection, day))
-            if o.key.endswith(".tif")
-        }
-        orphans = sorted(set(actual) - set(stored))
-        missing = sorted(set(stored) - set(actual))
-        sizes = sorted(k for k in set(actual) & set(stored) if actual[k] != stored[k])
-        return AssetCheckResult(
-            passed=not (orphans or missing or sizes),
-            severity=AssetCheckSeverity.ERROR,
-            metadata={
-                "objects": len(actual),
-                "rows": len(stored),
-                "objects_without_row": MetadataValue.json(orphans[:50]),
-                "rows_without_object": MetadataValue.json(missing[:50]),
-                "size_mismatch": MetadataValue.json(sizes[:50]),
-            },
-        )
 
-    return [
-        daily_aoi_stats,
-        aoi_has_usable_scenes,
-        scene_quality,
-        product_catalog,
-        products_reconcile,
-    ]
+
+@asset(
+    key=SCENE_QUALITY_KEY,
+    partitions_def=PARTITIONS,
+    backfill_policy=BACKFILL_POLICY,
+    deps=[SCENE_PRODUCTS],
+    group_name="datamart",
+    kinds={WAREHOUSE_KIND, "table"},
+    code_version=SCENE_QUALITY_VERSION,
+    description="One row per scene x AOI: the BOA-offset decision by metadata and by "
+    "pixels, and the valid/cloud/shadow pixel shares.",
+)
+def scene_quality(
+    context: AssetExecutionContext,
+    stac: StacSearchResource,
+    object_store: ObjectStoreResource,
+    warehouse: WarehouseResource,
+) -> MaterializeResult:
+    part = partition_of(context.partition_key)
+    scenes = scene_products_of(object_store.store(), stac.collection, part)
+    rows = scene_quality_rows(part.day, scenes)
+    written = warehouse.replace_partition(SCENE_QUALITY, (part.day, part.aoi), rows)
+    return MaterializeResult(
+        metadata={
+            "rows": written,
+            "table": SCENE_QUALITY.name,
+            "disagreements": sum(1 for r in rows if r["disagreement"]),
+            "warehouse": warehouse.describe(),
+        }
+    )
+
+
+@asset(
+    key=PRODUCT_CATALOG_KEY,
+    partitions_def=PARTITIONS,
+    backfill_policy=BACKFILL_POLICY,
+    # After the day's sub-catalog: objects no product references are swept here, and
+    # the sub-catalog must already link only the day's current items.
+    deps=[SCENE_PRODUCTS, NDVI_COMPOSITE, STAC_CATALOG],
+    group_name="datamart",
+    kinds={WAREHOUSE_KIND, "table"},
+    code_version=PRODUCT_CATALOG_VERSION,
+    description="One row per published product object: scene, AOI, product, object "
+    "URL, bytes, checksum, STAC item URL, created.",
+)
+def product_catalog(
+    context: AssetExecutionContext,
+    stac: StacSearchResource,
+    object_store: ObjectStoreResource,
+    warehouse: WarehouseResource,
+) -> MaterializeResult:
+    part = partition_of(context.partition_key)
+    store = object_store.store()
+    products = partition_products(store, stac.collection, part)
+    rows = product_rows(part.day, products)
+    written = warehouse.replace_partition(PRODUCT_CATALOG, (part.day, part.aoi), rows)
+    # Only now that the rows are committed may the objects no product references go.
+    referenced = {partition_catalog_key(stac.collection, part)} | {
+        key
+        for product in products
+        for key in (product["stac_item_key"], *(e["key"] for e in product["layers"]))
+    }
+    removed = sorted(
+        o.key
+        for o in store.list(processed_prefix(stac.collection, part))
+        if o.key not in referenced
+    )
+    for key in removed:
+        store.delete(key)
+    return MaterializeResult(
+        metadata={
+            "rows": written,
+            "table": PRODUCT_CATALOG.name,
+            "objects_removed": len(removed),
+            "warehouse": warehouse.describe(),
+            "bytes": sum(r["bytes"] for r in rows),
+        }
+    )
+
+
+@asset_check(
+    asset=DAILY_STATS_KEY,
+    partitions_def=PARTITIONS,
+    description="Warns when an AOI has had no usable scene (one with valid pixels) on "
+    "any of its last transform.max_days_without_usable_scene materialized days.",
+)
+def aoi_has_usable_scenes(
+    context: AssetCheckExecutionContext,
+    warehouse: WarehouseResource,
+    transform: TransformResource,
+) -> AssetCheckResult:
+    part = partition_of(context.partition_key)
+    day = part.day
+    n = transform.max_days_without_usable_scene
+    # The AOI's own last n days (bounded: the check's cost does not grow with history).
+    history = {
+        d: warehouse.fetch_partition(DAILY_AOI_STATS, (d, part.aoi))
+        for d in (day - dt.timedelta(days=i) for i in range(n))
+    }
+    stale = days_without_usable_scene(history, [part.aoi])
+    return AssetCheckResult(
+        passed=not stale,
+        severity=AssetCheckSeverity.WARN,
+        description=(
+            "; ".join(f"{aoi}: no usable scene in the last {k} days" for aoi, k in stale.items())
+            or f"every AOI had a usable scene within {n} days (or has less history)"
+        ),
+        metadata={
+            "days_checked": n,
+            "until": day.isoformat(),
+            "aois_without_usable_scene": MetadataValue.json(sorted(stale)),
+        },
+    )
+
+
+@asset_check(
+    asset=PRODUCT_CATALOG_KEY,
+    blocking=True,
+    partitions_def=PARTITIONS,
+    description="Product objects in storage and catalog rows match one to one.",
+)
+def products_reconcile(
+    context: AssetCheckExecutionContext,
+    stac: StacSearchResource,
+    object_store: ObjectStoreResource,
+    warehouse: WarehouseResource,
+) -> AssetCheckResult:
+    part = partition_of(context.partition_key)
+    stored = {
+        r["object_key"]: r["bytes"]
+        for r in warehouse.fetch_partition(PRODUCT_CATALOG, (part.day, part.aoi))
+    }
+    actual = {
+        o.key: o.size
+        for o in object_store.store().list(processed_prefix(stac.collection, part))
+        if o.key.endswith(".tif")
+    }
+    orphans = sorted(set(actual) - set(stored))
+    missing = sorted(set(stored) - set(actual))
+    sizes = sorted(k for k in set(actual) & set(stored) if actual[k] != stored[k])
+    return AssetCheckResult(
+        passed=not (orphans or missing or sizes),
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "objects": len(actual),
+            "rows": len(stored),
+            "objects_without_row": MetadataValue.json(orphans[:50]),
+            "rows_without_object": MetadataValue.json(missing[:50]),
+            "size_mismatch": MetadataValue.json(sizes[:50]),
+        },
+    )

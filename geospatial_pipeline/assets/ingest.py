@@ -1,4 +1,5 @@
-"""Ingest: the day's STAC items, then the AOI windows of their bands as COGs."""
+"""Ingest, per (date, AOI): the STAC items over the AOI, then the AOI windows of their
+bands as COGs."""
 
 import json
 from typing import Any
@@ -9,8 +10,6 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     AssetKey,
-    AssetsDefinition,
-    DailyPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -18,8 +17,11 @@ from dagster import (
 
 from geospatial_pipeline.assets.preview import markdown_table
 from geospatial_pipeline.deployment import RASTER_POOL, heavy_op_tags
-from geospatial_pipeline.layout import band_key, items_key, manifest_key, raw_prefix
-from geospatial_pipeline.partitions import BACKFILL_POLICY, partition_day
+from geospatial_pipeline.errors import ConfigError
+from geospatial_pipeline.layout import Partition, band_key, items_key, manifest_key, raw_prefix
+from geospatial_pipeline.location import STORAGE_KIND
+from geospatial_pipeline.ondemand import registry
+from geospatial_pipeline.partitions import BACKFILL_POLICY, PARTITIONS, partition_of
 from geospatial_pipeline.raster.cog import gdal_env, validate_cog_path
 from geospatial_pipeline.raster.extract import extract_band_windows, plan_band_tasks
 from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
@@ -31,219 +33,229 @@ STAC_ITEMS = AssetKey("stac_items")
 BAND_RASTERS = AssetKey("band_rasters")
 
 
-def load_day_items(store_res: ObjectStoreResource, collection: str, partition_key: str) -> DayItems:
-    day = partition_day(partition_key)
-    doc = json.loads(store_res.store().get_bytes(items_key(collection, day)))
-    return from_item_collection(doc)
-
-
-def load_manifest(store_res: ObjectStoreResource, collection: str, partition_key: str) -> Any:
-    day = partition_day(partition_key)
-    return json.loads(store_res.store().get_bytes(manifest_key(collection, day)))
-
-
-def build_ingest_assets(
-    partitions: DailyPartitionsDefinition, storage_kind: str
-) -> list[AssetsDefinition]:
-    @asset(
-        key=STAC_ITEMS,
-        partitions_def=partitions,
-        backfill_policy=BACKFILL_POLICY,
-        group_name="ingest",
-        kinds={"stac", storage_kind},
-        description=(
-            "The day's STAC items over every AOI (validated, deduplicated: newest processing "
-            "wins), persisted as a GeoJSON ItemCollection so a run is reproducible."
-        ),
+def load_items(store_res: ObjectStoreResource, collection: str, part: Partition) -> DayItems:
+    return from_item_collection(
+        json.loads(store_res.store().get_bytes(items_key(collection, part)))
     )
-    def stac_items(
-        context: AssetExecutionContext,
-        stac: StacSearchResource,
-        scope: ScopeResource,
-        object_store: ObjectStoreResource,
-    ) -> MaterializeResult:
-        day = partition_day(context.partition_key)
-        aois = scope.aoi_configs()
-        found = stac.search_day(day, aois, scope.bands)
-        for bad in found.invalid:
-            context.log.warning("skipped invalid item %s: %s", bad["id"], bad["reason"])
-        if found.dropped_over_limit:
-            context.log.warning(
-                "stac.max_items_per_day=%d: dropped the %d cloudiest item(s)",
-                stac.max_items_per_day,
-                len(found.dropped_over_limit),
-            )
-        body = dumps(to_item_collection(found, api_url=stac.api_url, collection=stac.collection))
-        put = object_store.store().put_bytes(
-            items_key(stac.collection, day), body, "application/geo+json"
-        )
-        scenes = found.scenes(scope.bands)
-        preview = [
-            {
-                "id": s.id,
-                "acquired": s.acquired_at.isoformat(),
-                "tile": s.mgrs_tile,
-                "cloud %": s.cloud_cover,
-                "baseline": s.processing_baseline,
-                "aois": ",".join(a for a, ids in found.by_aoi.items() if s.id in ids),
-            }
-            for s in scenes.values()
-        ]
-        return MaterializeResult(
-            metadata={
-                "items": len(found.items),
-                "matched_by_api": found.matched,
-                "items_per_aoi": MetadataValue.json({k: len(v) for k, v in found.by_aoi.items()}),
-                "invalid_items": MetadataValue.json(found.invalid),
-                "superseded_items": MetadataValue.json(
-                    [{"id": s.item_id, "by": s.superseded_by} for s in found.superseded]
-                ),
-                "dropped_over_limit": MetadataValue.json(found.dropped_over_limit),
-                # Newest processings above stac.max_cloud_cover: their older twins stay out.
-                "too_cloudy": MetadataValue.json(found.too_cloudy),
-                "cloud_filter": found.filter_mode,
-                "object": MetadataValue.url(put.url) if put.url.startswith("s3://") else put.url,
-                "bytes": put.size,
-                "preview": MetadataValue.md(markdown_table(preview)),
-            }
-        )
 
-    @asset(
-        key=BAND_RASTERS,
-        partitions_def=partitions,
-        backfill_policy=BACKFILL_POLICY,
-        deps=[STAC_ITEMS],
-        group_name="ingest",
-        kinds={"cog", storage_kind},
-        description=(
-            "The AOI window of each configured band of each scene, read with HTTP range "
-            "requests and published as a COG under raw/{collection}/{date}/{aoi}/{item}/. "
-            "An item with a bad input (missing band asset, 404, not a raster, corrupt or "
-            "truncated file) is quarantined and the rest of the day lands; objects of items "
-            "that left the day are removed by scene_metadata once its rows are committed."
-        ),
-        check_specs=[
-            AssetCheckSpec(
-                "cogs_valid",
-                asset=BAND_RASTERS,
-                blocking=True,
-                description="Every published band object opens and passes rio-cogeo validation.",
+
+def load_manifest(store_res: ObjectStoreResource, collection: str, part: Partition) -> Any:
+    return json.loads(store_res.store().get_bytes(manifest_key(collection, part)))
+
+
+def partition_aoi(
+    context: AssetExecutionContext, object_store: ObjectStoreResource
+) -> tuple[Partition, registry.AoiRecord]:
+    """The run's (day, AOI) and the AOI's registered geometry. A retired AOI gets no new
+    runs from the schedule or the sensors; one launched by hand for a day from its
+    retirement on is refused, so nothing is written for it."""
+    part = partition_of(context.partition_key)
+    record = registry.load(object_store.store(), part.aoi)
+    if record.retired_on is not None and part.day >= record.retired_on:
+        raise ConfigError(
+            f"AOI {part.aoi!r} was retired on {record.retired_on.isoformat()}: no runs for "
+            f"{part.day.isoformat()} (`python -m geospatial_pipeline aois unretire "
+            f"{part.aoi}` to run it again)"
+        )
+    return part, record
+
+
+@asset(
+    key=STAC_ITEMS,
+    partitions_def=PARTITIONS,
+    backfill_policy=BACKFILL_POLICY,
+    group_name="ingest",
+    kinds={"stac", STORAGE_KIND},
+    description=(
+        "The day's STAC items over the partition's AOI (validated, deduplicated: newest "
+        "processing wins), persisted as a GeoJSON ItemCollection under "
+        "stac/{collection}/{date}/{aoi}/ so a run is reproducible."
+    ),
+)
+def stac_items(
+    context: AssetExecutionContext,
+    stac: StacSearchResource,
+    scope: ScopeResource,
+    object_store: ObjectStoreResource,
+) -> MaterializeResult:
+    part, aoi = partition_aoi(context, object_store)
+    found = stac.search_day(part.day, [aoi.config()], scope.bands)
+    for bad in found.invalid:
+        context.log.warning("skipped invalid item %s: %s", bad["id"], bad["reason"])
+    if found.dropped_over_limit:
+        context.log.warning(
+            "stac.max_items_per_day=%d: dropped the %d cloudiest item(s)",
+            stac.max_items_per_day,
+            len(found.dropped_over_limit),
+        )
+    body = dumps(to_item_collection(found, api_url=stac.api_url, collection=stac.collection))
+    put = object_store.store().put_bytes(
+        items_key(stac.collection, part), body, "application/geo+json"
+    )
+    scenes = found.scenes(scope.bands)
+    preview = [
+        {
+            "id": s.id,
+            "acquired": s.acquired_at.isoformat(),
+            "tile": s.mgrs_tile,
+            "cloud %": s.cloud_cover,
+            "baseline": s.processing_baseline,
+        }
+        for s in scenes.values()
+    ]
+    return MaterializeResult(
+        metadata={
+            "items": len(found.items),
+            "matched_by_api": found.matched,
+            "invalid_items": MetadataValue.json(found.invalid),
+            "superseded_items": MetadataValue.json(
+                [{"id": s.item_id, "by": s.superseded_by} for s in found.superseded]
             ),
-            AssetCheckSpec(
-                "no_quarantined_items",
-                asset=BAND_RASTERS,
-                # Not blocking: the good items of the day must still flow downstream.
-                blocking=False,
+            "dropped_over_limit": MetadataValue.json(found.dropped_over_limit),
+            # Newest processings above stac.max_cloud_cover: their older twins stay out.
+            "too_cloudy": MetadataValue.json(found.too_cloudy),
+            "cloud_filter": found.filter_mode,
+            "object": MetadataValue.url(put.url) if put.url.startswith("s3://") else put.url,
+            "bytes": put.size,
+            "preview": MetadataValue.md(markdown_table(preview)),
+        }
+    )
+
+
+@asset(
+    key=BAND_RASTERS,
+    partitions_def=PARTITIONS,
+    backfill_policy=BACKFILL_POLICY,
+    deps=[STAC_ITEMS],
+    group_name="ingest",
+    kinds={"cog", STORAGE_KIND},
+    description=(
+        "The AOI window of each configured band of each scene, read with HTTP range "
+        "requests and published as a COG under raw/{collection}/{date}/{aoi}/{item}/. "
+        "An item with a bad input (missing band asset, 404, not a raster, corrupt or "
+        "truncated file) is quarantined and the rest of the day lands; objects of items "
+        "that left the day are removed by scene_metadata once its rows are committed."
+    ),
+    check_specs=[
+        AssetCheckSpec(
+            "cogs_valid",
+            asset=BAND_RASTERS,
+            blocking=True,
+            description="Every published band object opens and passes rio-cogeo validation.",
+        ),
+        AssetCheckSpec(
+            "no_quarantined_items",
+            asset=BAND_RASTERS,
+            # Not blocking: the good items of the day must still flow downstream.
+            blocking=False,
+            description=(
+                "Every item of the day landed. Fails naming each quarantined item and "
+                "why; downstream assets skip those items and a re-run retries them."
+            ),
+        ),
+    ],
+    op_tags=heavy_op_tags(),
+    pool=RASTER_POOL,
+)
+def band_rasters(
+    context: AssetExecutionContext,
+    stac: StacSearchResource,
+    scope: ScopeResource,
+    object_store: ObjectStoreResource,
+) -> MaterializeResult:
+    part, aoi = partition_aoi(context, object_store)
+    found = load_items(object_store, stac.collection, part)
+    aois = {aoi.name: aoi.shape}
+    items = {raw["id"]: raw for raw in found.items}
+    tasks, missing_bands = plan_band_tasks(
+        items,
+        found.by_aoi,
+        [a for a in found.by_aoi if a in aois],
+        scope.bands,
+        lambda _aoi, item_id, band: band_key(stac.collection, part, item_id, band),
+    )
+    store = object_store.store()
+    options = object_store.gdal_options()
+    session = object_store.gdal_session()
+    extraction = extract_band_windows(tasks, aois, store, gdal_options=options, session=session)
+    extraction.quarantine(missing_bands)
+    extraction.require_some_landed(
+        sorted({t.item_id for t in tasks} | {f.item_id for f in missing_bands})
+    )
+    results = extraction.results
+    quarantined = extraction.quarantine_entries()
+    for entry in quarantined:
+        context.log.warning("quarantined item %s: %s", entry["id"], entry["reason"])
+    published = {r.key for r in results if r.key}
+    # Objects of items that left the day (or were quarantined) stay until scene_metadata
+    # has committed rows without them: deleting them here would leave the committed
+    # rows pointing at missing objects if anything failed in between.
+    manifest = extraction.manifest(part.day.isoformat(), stac.collection)
+    store.put_bytes(manifest_key(stac.collection, part), dumps(manifest), "application/json")
+
+    failures: list[str] = []
+    with gdal_env(options, session):
+        for key in sorted(published):
+            check = validate_cog_path(store.gdal_path(key))
+            if not check.valid:
+                failures.append(f"{key}: {'; '.join(check.errors)}")
+    written = [r for r in results if r.key]
+    return MaterializeResult(
+        metadata={
+            "objects": len(written),
+            "objects_written": sum(1 for r in written if r.written),
+            "objects_unchanged": sum(1 for r in written if not r.written),
+            "no_overlap": sum(1 for r in results if not r.key),
+            "items_quarantined": len(quarantined),
+            "quarantined": MetadataValue.json(quarantined),
+            "bytes": sum(r.bytes for r in written),
+            "bytes_written": sum(r.bytes for r in written if r.written),
+            "pixels": sum(r.window["width"] * r.window["height"] for r in written if r.window),
+            "read_seconds_sum": round(sum(r.read_s for r in results), 3),
+            "prefix": store.url(raw_prefix(stac.collection, part)),
+            "preview": MetadataValue.md(
+                markdown_table(
+                    [
+                        {
+                            "key": r.key,
+                            "bytes": r.bytes,
+                            "window": f"{r.window['width']}x{r.window['height']}"
+                            if r.window
+                            else "",
+                            "written": r.written,
+                        }
+                        for r in written[:20]
+                    ]
+                )
+            ),
+        },
+        check_results=[
+            AssetCheckResult(
+                check_name="cogs_valid",
+                passed=not failures,
+                severity=AssetCheckSeverity.ERROR,
+                metadata={
+                    "validated": len(published),
+                    "invalid": MetadataValue.json(failures[:50]),
+                },
+            ),
+            AssetCheckResult(
+                check_name="no_quarantined_items",
+                passed=not quarantined,
+                severity=AssetCheckSeverity.ERROR,
                 description=(
-                    "Every item of the day landed. Fails naming each quarantined item and "
-                    "why; downstream assets skip those items and a re-run retries them."
-                ),
+                    f"{len(quarantined)} item(s) skipped: "
+                    + "; ".join(f"{q['id']} ({q['reason']})" for q in quarantined)
+                    if quarantined
+                    else "every item landed"
+                )[:2000],
+                metadata={
+                    "items_quarantined": len(quarantined),
+                    "quarantined": MetadataValue.json(
+                        [{"id": q["id"], "reason": q["reason"]} for q in quarantined]
+                    ),
+                    "items_landed": len({r.task.item_id for r in results}),
+                },
             ),
         ],
-        op_tags=heavy_op_tags(),
-        pool=RASTER_POOL,
     )
-    def band_rasters(
-        context: AssetExecutionContext,
-        stac: StacSearchResource,
-        scope: ScopeResource,
-        object_store: ObjectStoreResource,
-    ) -> MaterializeResult:
-        day = partition_day(context.partition_key)
-        found = load_day_items(object_store, stac.collection, context.partition_key)
-        aois = {a.name: a.shape for a in scope.aoi_configs()}
-        items = {raw["id"]: raw for raw in found.items}
-        tasks, missing_bands = plan_band_tasks(
-            items,
-            found.by_aoi,
-            [aoi for aoi in found.by_aoi if aoi in aois],
-            scope.bands,
-            lambda aoi, item_id, band: band_key(stac.collection, day, aoi, item_id, band),
-        )
-        store = object_store.store()
-        options = object_store.gdal_options()
-        session = object_store.gdal_session()
-        extraction = extract_band_windows(tasks, aois, store, gdal_options=options, session=session)
-        extraction.quarantine(missing_bands)
-        extraction.require_some_landed(
-            sorted({t.item_id for t in tasks} | {f.item_id for f in missing_bands})
-        )
-        results = extraction.results
-        quarantined = extraction.quarantine_entries()
-        for entry in quarantined:
-            context.log.warning("quarantined item %s: %s", entry["id"], entry["reason"])
-        published = {r.key for r in results if r.key}
-        # Objects of items that left the day (or were quarantined) stay until scene_metadata
-        # has committed rows without them: deleting them here would leave the committed
-        # rows pointing at missing objects if anything failed in between.
-        manifest = extraction.manifest(day.isoformat(), stac.collection)
-        store.put_bytes(manifest_key(stac.collection, day), dumps(manifest), "application/json")
-
-        failures: list[str] = []
-        with gdal_env(options, session):
-            for key in sorted(published):
-                check = validate_cog_path(store.gdal_path(key))
-                if not check.valid:
-                    failures.append(f"{key}: {'; '.join(check.errors)}")
-        written = [r for r in results if r.key]
-        return MaterializeResult(
-            metadata={
-                "objects": len(written),
-                "objects_written": sum(1 for r in written if r.written),
-                "objects_unchanged": sum(1 for r in written if not r.written),
-                "no_overlap": sum(1 for r in results if not r.key),
-                "items_quarantined": len(quarantined),
-                "quarantined": MetadataValue.json(quarantined),
-                "bytes": sum(r.bytes for r in written),
-                "bytes_written": sum(r.bytes for r in written if r.written),
-                "pixels": sum(r.window["width"] * r.window["height"] for r in written if r.window),
-                "read_seconds_sum": round(sum(r.read_s for r in results), 3),
-                "prefix": store.url(raw_prefix(stac.collection, day)),
-                "preview": MetadataValue.md(
-                    markdown_table(
-                        [
-                            {
-                                "key": r.key,
-                                "bytes": r.bytes,
-                                "window": f"{r.window['width']}x{r.window['height']}"
-                                if r.window
-                                else "",
-                                "written": r.written,
-                            }
-                            for r in written[:20]
-                        ]
-                    )
-                ),
-            },
-            check_results=[
-                AssetCheckResult(
-                    check_name="cogs_valid",
-                    passed=not failures,
-                    severity=AssetCheckSeverity.ERROR,
-                    metadata={
-                        "validated": len(published),
-                        "invalid": MetadataValue.json(failures[:50]),
-                    },
-                ),
-                AssetCheckResult(
-                    check_name="no_quarantined_items",
-                    passed=not quarantined,
-                    severity=AssetCheckSeverity.ERROR,
-                    description=(
-                        f"{len(quarantined)} item(s) skipped: "
-                        + "; ".join(f"{q['id']} ({q['reason']})" for q in quarantined)
-                        if quarantined
-                        else "every item landed"
-                    )[:2000],
-                    metadata={
-                        "items_quarantined": len(quarantined),
-                        "quarantined": MetadataValue.json(
-                            [{"id": q["id"], "reason": q["reason"]} for q in quarantined]
-                        ),
-                        "items_landed": len({r.task.item_id for r in results}),
-                    },
-                ),
-            ],
-        )
-
-    return [stac_items, band_rasters]

@@ -1,6 +1,7 @@
-"""Transform: analysis-ready layers per scene x AOI, then the daily NDVI median composite.
+"""Transform, per (date, AOI): analysis-ready layers per scene, then the AOI's daily NDVI
+median composite.
 
-Each asset reads the day's stored inputs, calls :mod:`geospatial_pipeline.stac.publish`
+Each asset reads the partition's stored inputs, calls :mod:`geospatial_pipeline.stac.publish`
 and writes its own manifest; its checks read that manifest and the published objects back,
 so each check can be re-run alone. The static catalog is in assets/catalog.py.
 """
@@ -16,12 +17,9 @@ from typing import Any
 from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
-    AssetChecksDefinition,
     AssetCheckSeverity,
     AssetExecutionContext,
     AssetKey,
-    AssetsDefinition,
-    DailyPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
     PreviewWarning,
@@ -29,16 +27,25 @@ from dagster import (
     asset_check,
 )
 
-from geospatial_pipeline.assets.ingest import BAND_RASTERS, load_day_items, load_manifest
+from geospatial_pipeline.assets.ingest import (
+    BAND_RASTERS,
+    load_items,
+    load_manifest,
+    partition_aoi,
+)
 from geospatial_pipeline.assets.preview import markdown_table
 from geospatial_pipeline.assets.warehouse import SCENE_METADATA_KEY
 from geospatial_pipeline.deployment import RASTER_POOL, heavy_op_tags
-from geospatial_pipeline.layout import composite_manifest_key, scene_products_manifest_key
-from geospatial_pipeline.partitions import BACKFILL_POLICY, partition_day
+from geospatial_pipeline.layout import (
+    Partition,
+    composite_manifest_key,
+    scene_products_manifest_key,
+)
+from geospatial_pipeline.partitions import BACKFILL_POLICY, PARTITIONS, partition_of
 from geospatial_pipeline.raster.cog import gdal_env
 from geospatial_pipeline.raster.extract import landed_by_aoi
 from geospatial_pipeline.raster.grid import aoi_grid
-from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
+from geospatial_pipeline.resources.stac import StacSearchResource
 from geospatial_pipeline.resources.storage import ObjectStoreResource
 from geospatial_pipeline.resources.transform import TransformResource
 from geospatial_pipeline.stac import publish
@@ -63,10 +70,10 @@ def _products_context(
     object_store: ObjectStoreResource,
     transform: TransformResource,
     collection: str,
-    partition_key: str,
+    part: Partition,
     workdir_prefix: str,
 ) -> Iterator[ProductContext]:
-    """What publishing a day's products needs: GDAL reading the store, a scratch
+    """What publishing a partition's products needs: GDAL reading the store, a scratch
     directory removed afterwards, the checked settings and one timestamp."""
     with (
         gdal_env(object_store.gdal_options(), object_store.gdal_session()),
@@ -75,7 +82,7 @@ def _products_context(
         yield ProductContext(
             store=object_store.store(),
             collection=collection,
-            day=partition_day(partition_key),
+            part=part,
             settings=transform.settings(),
             block_pixels=transform.block_pixels,
             workdir=Path(tmp),
@@ -83,142 +90,125 @@ def _products_context(
         )
 
 
-def build_transform_assets(
-    partitions: DailyPartitionsDefinition,
-) -> list[AssetsDefinition | AssetChecksDefinition]:
-    @asset(
-        key=SCENE_PRODUCTS,
-        partitions_def=partitions,
-        backfill_policy=BACKFILL_POLICY,
-        deps=[BAND_RASTERS, SCENE_METADATA_KEY],
-        group_name="transform",
-        kinds={"cog", "stac"},
-        code_version=SCENE_PRODUCTS_VERSION,
-        pool=RASTER_POOL,
-        op_tags=heavy_op_tags(),
-        description=(
-            "Per scene x AOI on one grid per AOI: cloud/shadow-masked, offset-corrected "
-            "surface reflectance (red, green, blue, nir), NDVI and NDWI as float32 COGs, each "
-            "with a STAC item; manifests/{collection}/{date}/scene_products.json lists them."
-        ),
-    )
-    def scene_products(
-        context: AssetExecutionContext,
-        stac: StacSearchResource,
-        scope: ScopeResource,
-        object_store: ObjectStoreResource,
-        transform: TransformResource,
-    ) -> MaterializeResult:
-        collection = stac.collection
-        found = load_day_items(object_store, collection, context.partition_key)
-        manifest = load_manifest(object_store, collection, context.partition_key)
-        items = {raw["id"]: raw for raw in found.items}
-        aois = {a.name: a.shape for a in scope.aoi_configs()}
-        store = object_store.store()
-        band_paths: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
-        for entry in manifest["objects"]:
-            if entry["key"]:
-                band_paths[(entry["item_id"], entry["aoi"])][entry["band"]] = store.gdal_path(
-                    entry["key"]
+@asset(
+    key=SCENE_PRODUCTS,
+    partitions_def=PARTITIONS,
+    backfill_policy=BACKFILL_POLICY,
+    deps=[BAND_RASTERS, SCENE_METADATA_KEY],
+    group_name="transform",
+    kinds={"cog", "stac"},
+    code_version=SCENE_PRODUCTS_VERSION,
+    pool=RASTER_POOL,
+    op_tags=heavy_op_tags(),
+    description=(
+        "Per scene of the partition, on the AOI's grid: cloud/shadow-masked, "
+        "offset-corrected surface reflectance (red, green, blue, nir), NDVI and NDWI as "
+        "float32 COGs, each with a STAC item; manifests/{collection}/{date}/{aoi}/"
+        "scene_products.json lists them."
+    ),
+)
+def scene_products(
+    context: AssetExecutionContext,
+    stac: StacSearchResource,
+    object_store: ObjectStoreResource,
+    transform: TransformResource,
+) -> MaterializeResult:
+    part, aoi = partition_aoi(context, object_store)
+    collection = stac.collection
+    found = load_items(object_store, collection, part)
+    manifest = load_manifest(object_store, collection, part)
+    items = {raw["id"]: raw for raw in found.items}
+    store = object_store.store()
+    band_paths: dict[str, dict[str, str]] = defaultdict(dict)
+    for entry in manifest["objects"]:
+        if entry["key"]:
+            band_paths[entry["item_id"]][entry["band"]] = store.gdal_path(entry["key"])
+    # Items band_rasters quarantined have no band objects: build nothing for them.
+    item_ids = sorted(landed_by_aoi(found.by_aoi, manifest).get(aoi.name, []))
+    products: list[dict[str, Any]] = []
+    with _products_context(object_store, transform, collection, part, "geospatial-scenes-") as ctx:
+        s = ctx.settings
+        grid = aoi_grid(aoi.shape, s.resolution, s.crs, s.anchor)
+        for item_id in item_ids:
+            products.append(
+                publish.publish_scene(
+                    ctx,
+                    aoi=aoi.name,
+                    shape=aoi.shape,
+                    grid=grid,
+                    raw=items[item_id],
+                    band_paths=band_paths.get(item_id, {}),
+                    source=publish.source_href(stac.api_url, collection, items[item_id]),
                 )
-        products: list[dict[str, Any]] = []
-        with _products_context(
-            object_store, transform, collection, context.partition_key, "geospatial-scenes-"
-        ) as ctx:
-            s = ctx.settings
-            # Items band_rasters quarantined have no band objects: build nothing for them.
-            for aoi, item_ids in sorted(landed_by_aoi(found.by_aoi, manifest).items()):
-                if aoi not in aois:
-                    continue
-                grid = aoi_grid(aois[aoi], s.resolution, s.crs, s.anchor)
-                for item_id in sorted(item_ids):
-                    products.append(
-                        publish.publish_scene(
-                            ctx,
-                            aoi=aoi,
-                            shape=aois[aoi],
-                            grid=grid,
-                            raw=items[item_id],
-                            band_paths=band_paths.get((item_id, aoi), {}),
-                            source=publish.source_href(stac.api_url, collection, items[item_id]),
-                        )
-                    )
-        day = ctx.day
-        publish.write_manifest(
-            store, scene_products_manifest_key(collection, day), day, collection, products
-        )
-        layers = [e for p in products for e in p["layers"]]
-        return MaterializeResult(
-            metadata={
-                "scenes": len(products),
-                "aois": len({p["aoi"] for p in products}),
-                "objects": len(layers),
-                "bytes": sum(e["bytes"] for e in layers),
-                "stac_items": len(products),
-                "manifest": store.url(scene_products_manifest_key(collection, day)),
-                "offset_decisions": MetadataValue.json(
-                    [{"item": p["item_id"], "aoi": p["aoi"], **p["decision"]} for p in products]
-                ),
-                "preview": MetadataValue.md(markdown_table([_preview(p) for p in products])),
-            }
-        )
-
-    @asset(
-        key=NDVI_COMPOSITE,
-        partitions_def=partitions,
-        backfill_policy=BACKFILL_POLICY,
-        deps=[SCENE_PRODUCTS],
-        group_name="transform",
-        kinds={"cog", "stac"},
-        code_version=NDVI_COMPOSITE_VERSION,
-        pool=RASTER_POOL,
-        op_tags=heavy_op_tags(),
-        description=(
-            "Per AOI and day: the per-pixel median of the valid NDVI of the day's scenes, "
-            "read back from the published scene NDVI COGs, as a COG with its STAC item."
-        ),
+            )
+    key = scene_products_manifest_key(collection, part)
+    publish.write_manifest(store, key, part, collection, products)
+    layers = [e for p in products for e in p["layers"]]
+    return MaterializeResult(
+        metadata={
+            "scenes": len(products),
+            "summary": f"{aoi.name}: {len(products)} scene(s) on {part.day.isoformat()}",
+            "objects": len(layers),
+            "bytes": sum(e["bytes"] for e in layers),
+            "stac_items": len(products),
+            "manifest": store.url(key),
+            "offset_decisions": MetadataValue.json(
+                [{"item": p["item_id"], **p["decision"]} for p in products]
+            ),
+            "preview": MetadataValue.md(markdown_table([_preview(p) for p in products])),
+        }
     )
-    def ndvi_composite(
-        context: AssetExecutionContext,
-        stac: StacSearchResource,
-        scope: ScopeResource,
-        object_store: ObjectStoreResource,
-        transform: TransformResource,
-    ) -> MaterializeResult:
-        collection = stac.collection
-        aois = {a.name: a.shape for a in scope.aoi_configs()}
-        composites: list[dict[str, Any]] = []
-        with _products_context(
-            object_store, transform, collection, context.partition_key, "geospatial-composite-"
-        ) as ctx:
-            s = ctx.settings
-            scenes = publish.scene_products_of(ctx.store, collection, ctx.day)
-            for aoi in sorted({p["aoi"] for p in scenes} & set(aois)):
-                grid = aoi_grid(aois[aoi], s.resolution, s.crs, s.anchor)
-                mine = [p for p in scenes if p["aoi"] == aoi]
-                composites.append(publish.publish_composite(ctx, aoi=aoi, grid=grid, scenes=mine))
-        key = composite_manifest_key(collection, ctx.day)
-        publish.write_manifest(ctx.store, key, ctx.day, collection, composites)
-        layers = [e for p in composites for e in p["layers"]]
-        return MaterializeResult(
-            metadata={
-                "aois": len(composites),
-                "scenes_per_aoi": MetadataValue.json(
-                    {p["aoi"]: p["stats"]["scenes"] for p in composites}
-                ),
-                "objects": len(layers),
-                "bytes": sum(e["bytes"] for e in layers),
-                "manifest": ctx.store.url(key),
-            }
-        )
 
-    return [
-        scene_products,
-        ndvi_composite,
-        *_product_checks(SCENE_PRODUCTS, partitions, publish.scene_products_of),
-        *_product_checks(NDVI_COMPOSITE, partitions, publish.composites_of),
-        *_scene_checks(partitions),
-    ]
+
+@asset(
+    key=NDVI_COMPOSITE,
+    partitions_def=PARTITIONS,
+    backfill_policy=BACKFILL_POLICY,
+    deps=[SCENE_PRODUCTS],
+    group_name="transform",
+    kinds={"cog", "stac"},
+    code_version=NDVI_COMPOSITE_VERSION,
+    pool=RASTER_POOL,
+    op_tags=heavy_op_tags(),
+    description=(
+        "The AOI's per-pixel median of the valid NDVI of the day's scenes, read back from "
+        "the published scene NDVI COGs, as a COG with its STAC item (none on a day "
+        "without scenes)."
+    ),
+)
+def ndvi_composite(
+    context: AssetExecutionContext,
+    stac: StacSearchResource,
+    object_store: ObjectStoreResource,
+    transform: TransformResource,
+) -> MaterializeResult:
+    part, aoi = partition_aoi(context, object_store)
+    collection = stac.collection
+    composites: list[dict[str, Any]] = []
+    with _products_context(
+        object_store, transform, collection, part, "geospatial-composite-"
+    ) as ctx:
+        s = ctx.settings
+        scenes = publish.scene_products_of(ctx.store, collection, part)
+        if scenes:
+            grid = aoi_grid(aoi.shape, s.resolution, s.crs, s.anchor)
+            composites.append(
+                publish.publish_composite(ctx, aoi=aoi.name, grid=grid, scenes=scenes)
+            )
+    key = composite_manifest_key(collection, part)
+    publish.write_manifest(ctx.store, key, part, collection, composites)
+    layers = [e for p in composites for e in p["layers"]]
+    return MaterializeResult(
+        metadata={
+            "scenes": len(scenes),
+            "summary": f"{aoi.name}: median of {len(scenes)} scene(s) on {part.day.isoformat()}"
+            if scenes
+            else f"{aoi.name}: 0 scenes on {part.day.isoformat()}, no composite",
+            "objects": len(layers),
+            "bytes": sum(e["bytes"] for e in layers),
+            "manifest": ctx.store.url(key),
+        }
+    )
 
 
 def _preview(p: dict[str, Any]) -> dict[str, Any]:
@@ -232,124 +222,157 @@ def _preview(p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _product_checks(
-    key: AssetKey, partitions: DailyPartitionsDefinition, load: Any
-) -> list[AssetChecksDefinition]:
-    """value_ranges and product_cogs_valid of one product asset, from its stored manifest."""
-
-    @asset_check(
-        asset=key,
-        name="value_ranges",
-        blocking=True,
-        partitions_def=partitions,
-        description="Reflectance in [-0.2, 2], indices in [-1, 1]"
-        + (
-            "; negative-reflectance share at most transform.max_negative_reflectance_share "
-            "(water, dark-area and shadow pixels, where negative reflectance is physical, "
-            "not counted)."
-            if key == SCENE_PRODUCTS
-            else "."
-        ),
+def _value_ranges(products: list[dict[str, Any]], negative_share: float | None) -> AssetCheckResult:
+    out_of_range = publish.out_of_range_layers(products)
+    too_negative = (
+        publish.too_negative_scenes(products, negative_share) if negative_share is not None else []
     )
-    def value_ranges(
-        context: AssetCheckExecutionContext,
-        stac: StacSearchResource,
-        object_store: ObjectStoreResource,
-        transform: TransformResource,
-    ) -> AssetCheckResult:
-        day = partition_day(context.partition_key)
-        products = load(object_store.store(), stac.collection, day)
-        out_of_range = publish.out_of_range_layers(products)
-        too_negative = (
-            publish.too_negative_scenes(products, transform.max_negative_reflectance_share)
-            if key == SCENE_PRODUCTS
-            else []
-        )
-        return AssetCheckResult(
-            passed=not (out_of_range or too_negative),
-            severity=AssetCheckSeverity.ERROR,
-            metadata={
-                "out_of_range": MetadataValue.json(out_of_range[:50]),
-                "negative_reflectance_over_limit": MetadataValue.json(too_negative[:50]),
-            },
-        )
-
-    @asset_check(
-        asset=key,
-        name="product_cogs_valid",
-        blocking=True,
-        partitions_def=partitions,
-        description="Every published product passes COG validation, read back from storage.",
+    return AssetCheckResult(
+        passed=not (out_of_range or too_negative),
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "products": len(products),
+            "out_of_range": MetadataValue.json(out_of_range[:50]),
+            "negative_reflectance_over_limit": MetadataValue.json(too_negative[:50]),
+        },
     )
-    def product_cogs_valid(
-        context: AssetCheckExecutionContext,
-        stac: StacSearchResource,
-        object_store: ObjectStoreResource,
-    ) -> AssetCheckResult:
-        day = partition_day(context.partition_key)
-        store = object_store.store()
-        products = load(store, stac.collection, day)
-        with gdal_env(object_store.gdal_options(), object_store.gdal_session()):
-            invalid = publish.invalid_cogs(store, products)
-        return AssetCheckResult(
-            passed=not invalid,
-            severity=AssetCheckSeverity.ERROR,
-            metadata={
-                "validated": sum(len(p["layers"]) for p in products),
-                "invalid": MetadataValue.json(invalid[:50]),
-            },
-        )
-
-    return [value_ranges, product_cogs_valid]
 
 
-def _scene_checks(partitions: DailyPartitionsDefinition) -> list[AssetChecksDefinition]:
-    @asset_check(
-        asset=SCENE_PRODUCTS,
-        blocking=True,
-        partitions_def=partitions,
-        description="Valid-pixel fraction reported and at least transform.min_valid_fraction.",
+def _cogs_valid(
+    object_store: ObjectStoreResource, products: list[dict[str, Any]]
+) -> AssetCheckResult:
+    store = object_store.store()
+    with gdal_env(object_store.gdal_options(), object_store.gdal_session()):
+        invalid = publish.invalid_cogs(store, products)
+    return AssetCheckResult(
+        passed=not invalid,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "validated": sum(len(p["layers"]) for p in products),
+            "invalid": MetadataValue.json(invalid[:50]),
+        },
     )
-    def valid_pixel_fraction(
-        context: AssetCheckExecutionContext,
-        stac: StacSearchResource,
-        object_store: ObjectStoreResource,
-        transform: TransformResource,
-    ) -> AssetCheckResult:
-        day = partition_day(context.partition_key)
-        fractions = publish.valid_fractions(
-            publish.scene_products_of(object_store.store(), stac.collection, day)
-        )
-        low = {k: v for k, v in fractions.items() if not transform.min_valid_fraction <= v <= 1.0}
-        return AssetCheckResult(
-            passed=not low,
-            severity=AssetCheckSeverity.ERROR,
-            metadata={
-                "fractions": MetadataValue.json(fractions),
-                "below_minimum": MetadataValue.json(low),
-                "minimum": transform.min_valid_fraction,
-            },
-        )
 
-    @asset_check(
-        asset=SCENE_PRODUCTS,
-        blocking=False,
-        partitions_def=partitions,
-        description="Warns when the BOA-offset metadata and the pixels disagree (the pixels "
-        "were followed).",
+
+def _scenes(
+    context: AssetCheckExecutionContext, stac: StacSearchResource, object_store: ObjectStoreResource
+) -> list[dict[str, Any]]:
+    part = partition_of(context.partition_key)
+    return publish.scene_products_of(object_store.store(), stac.collection, part)
+
+
+def _composites(
+    context: AssetCheckExecutionContext, stac: StacSearchResource, object_store: ObjectStoreResource
+) -> list[dict[str, Any]]:
+    part = partition_of(context.partition_key)
+    return publish.composites_of(object_store.store(), stac.collection, part)
+
+
+@asset_check(
+    asset=SCENE_PRODUCTS,
+    name="value_ranges",
+    blocking=True,
+    partitions_def=PARTITIONS,
+    description="Reflectance in [-0.2, 2], indices in [-1, 1]; negative-reflectance share at "
+    "most transform.max_negative_reflectance_share (water, dark-area and shadow pixels, "
+    "where negative reflectance is physical, not counted).",
+)
+def scene_value_ranges(
+    context: AssetCheckExecutionContext,
+    stac: StacSearchResource,
+    object_store: ObjectStoreResource,
+    transform: TransformResource,
+) -> AssetCheckResult:
+    return _value_ranges(
+        _scenes(context, stac, object_store), transform.max_negative_reflectance_share
     )
-    def offset_metadata_agrees(
-        context: AssetCheckExecutionContext,
-        stac: StacSearchResource,
-        object_store: ObjectStoreResource,
-    ) -> AssetCheckResult:
-        day = partition_day(context.partition_key)
-        scenes = publish.scene_products_of(object_store.store(), stac.collection, day)
-        disagreements = publish.offset_disagreements(scenes)
-        return AssetCheckResult(
-            passed=not disagreements,
-            severity=AssetCheckSeverity.WARN,
-            metadata={"disagreements": MetadataValue.json(disagreements)},
-        )
 
-    return [valid_pixel_fraction, offset_metadata_agrees]
+
+@asset_check(
+    asset=NDVI_COMPOSITE,
+    name="value_ranges",
+    blocking=True,
+    partitions_def=PARTITIONS,
+    description="The median NDVI lies in [-1, 1].",
+)
+def composite_value_ranges(
+    context: AssetCheckExecutionContext,
+    stac: StacSearchResource,
+    object_store: ObjectStoreResource,
+) -> AssetCheckResult:
+    return _value_ranges(_composites(context, stac, object_store), None)
+
+
+@asset_check(
+    asset=SCENE_PRODUCTS,
+    name="product_cogs_valid",
+    blocking=True,
+    partitions_def=PARTITIONS,
+    description="Every published scene layer passes COG validation, read back from storage.",
+)
+def scene_cogs_valid(
+    context: AssetCheckExecutionContext,
+    stac: StacSearchResource,
+    object_store: ObjectStoreResource,
+) -> AssetCheckResult:
+    return _cogs_valid(object_store, _scenes(context, stac, object_store))
+
+
+@asset_check(
+    asset=NDVI_COMPOSITE,
+    name="product_cogs_valid",
+    blocking=True,
+    partitions_def=PARTITIONS,
+    description="The published composite passes COG validation, read back from storage.",
+)
+def composite_cogs_valid(
+    context: AssetCheckExecutionContext,
+    stac: StacSearchResource,
+    object_store: ObjectStoreResource,
+) -> AssetCheckResult:
+    return _cogs_valid(object_store, _composites(context, stac, object_store))
+
+
+@asset_check(
+    asset=SCENE_PRODUCTS,
+    blocking=True,
+    partitions_def=PARTITIONS,
+    description="Valid-pixel fraction reported and at least transform.min_valid_fraction.",
+)
+def valid_pixel_fraction(
+    context: AssetCheckExecutionContext,
+    stac: StacSearchResource,
+    object_store: ObjectStoreResource,
+    transform: TransformResource,
+) -> AssetCheckResult:
+    fractions = publish.valid_fractions(_scenes(context, stac, object_store))
+    low = {k: v for k, v in fractions.items() if not transform.min_valid_fraction <= v <= 1.0}
+    return AssetCheckResult(
+        passed=not low,
+        severity=AssetCheckSeverity.ERROR,
+        metadata={
+            "fractions": MetadataValue.json(fractions),
+            "below_minimum": MetadataValue.json(low),
+            "minimum": transform.min_valid_fraction,
+        },
+    )
+
+
+@asset_check(
+    asset=SCENE_PRODUCTS,
+    blocking=False,
+    partitions_def=PARTITIONS,
+    description="Warns when the BOA-offset metadata and the pixels disagree (the pixels "
+    "were followed).",
+)
+def offset_metadata_agrees(
+    context: AssetCheckExecutionContext,
+    stac: StacSearchResource,
+    object_store: ObjectStoreResource,
+) -> AssetCheckResult:
+    disagreements = publish.offset_disagreements(_scenes(context, stac, object_store))
+    return AssetCheckResult(
+        passed=not disagreements,
+        severity=AssetCheckSeverity.WARN,
+        metadata={"disagreements": MetadataValue.json(disagreements)},
+    )

@@ -33,7 +33,7 @@ INCOMING_PREFIX = "requests/incoming"
 STATUS_PREFIX = "requests/status"
 REQUEST_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 # Until the configuration has a `requests.max_days` setting.
-DEFAULT_MAX_DAYS = 366
+
 MAX_NOTES_CHARS = 2000
 _ID_HEX = 16
 _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)

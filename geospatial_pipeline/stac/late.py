@@ -1,8 +1,9 @@
-"""Late-arriving and reprocessed scenes: which items make an already processed day
-incomplete, and which window of the catalog the sensor watches.
+"""Late-arriving and reprocessed scenes: which items make an already processed
+(date, AOI) partition incomplete, and which window of the catalog the sensor watches.
 
-An item is *late* when its acquisition day was materialized and the day's run did not see
-it, or saw different content, whatever its timestamps: Earth Search's ``updated`` is when
+An item is *late* for an AOI it intersects when the (acquisition day, AOI) partition was
+materialized and that partition's run did not see it, or saw different content, whatever
+its timestamps: Earth Search's ``updated`` is when
 the item was indexed, not when it became searchable, so an item can appear after the day's
 search with an ``updated`` older than the materialization (or than the sensor's cursor).
 The run's own record of what it saw (``seen`` in the day's persisted ItemCollection, every
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from geospatial_pipeline.layout import Partition
 from geospatial_pipeline.stac.search import content_fingerprint
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -99,23 +101,35 @@ def watch_window(
 
 @dataclass(frozen=True)
 class LateItem:
+    """One item late for one (day, AOI) partition."""
+
     item_id: str
-    partition: dt.date
+    part: Partition
     updated: dt.datetime
     fingerprint: str
     reason: str
     item: dict[str, Any]
 
-    def record(self, detected_at: dt.datetime) -> dict[str, Any]:
-        return {
-            "item_id": self.item_id,
-            "intended_partition": self.partition.isoformat(),
-            "arrived_at": self.updated.isoformat(),
-            "detected_at": detected_at.isoformat(),
-            "fingerprint": self.fingerprint,
-            "reason": self.reason,
-            "item": self.item,
-        }
+    @property
+    def partition(self) -> dt.date:
+        """The intended partition day (``late_data/{day}/``)."""
+        return self.part.day
+
+
+def late_record(lates: Sequence[LateItem], detected_at: dt.datetime) -> dict[str, Any]:
+    """The record of one late item under late_data/{day}/{item}.json: the item and every
+    AOI partition it is late for."""
+    first = lates[0]
+    return {
+        "item_id": first.item_id,
+        "intended_partition": first.partition.isoformat(),
+        "aois": sorted({late.part.aoi for late in lates}),
+        "arrived_at": first.updated.isoformat(),
+        "detected_at": detected_at.isoformat(),
+        "fingerprint": first.fingerprint,
+        "reasons": {late.part.aoi: late.reason for late in lates},
+        "item": first.item,
+    }
 
 
 @dataclass(frozen=True)
@@ -125,21 +139,22 @@ class Judgement:
 
 
 def judge(
-    items: Iterable[dict[str, Any]],
+    items: Iterable[tuple[dict[str, Any], Sequence[str]]],
     *,
-    materialized_at: Callable[[dt.date], dt.datetime | None],
-    seen: Callable[[dt.date], Mapping[str, str]],
+    materialized_at: Callable[[Partition], dt.datetime | None],
+    seen: Callable[[Partition], Mapping[str, str]],
     first_day: dt.date,
     last_day: dt.date,
-    quarantined: Callable[[dt.date], Mapping[str, str]] | None = None,
+    quarantined: Callable[[Partition], Mapping[str, str]] | None = None,
 ) -> Judgement:
-    """``seen(day)`` maps every item id the day's latest run saw to its content
-    fingerprint; it is only asked for days that were materialized. ``quarantined(day)``
-    maps the items that run saw but could not land to the reason: they are late until a
-    run lands them (one re-run per content, by the run key)."""
+    """``items`` pairs each item with the AOIs it intersects. ``seen(part)`` maps every
+    item id the partition's latest run saw to its content fingerprint; it is only asked
+    for partitions that were materialized. ``quarantined(part)`` maps the items that run
+    saw but could not land to the reason: they are late until a run lands them (one re-run
+    per content, by the run key)."""
     late: list[LateItem] = []
     not_late: list[dict[str, str]] = []
-    for item in items:
+    for item, aois in items:
         item_id = str(item.get("id"))
         day, updated = item_day(item), item_updated(item)
         if day is None or updated is None:
@@ -148,35 +163,37 @@ def judge(
         if not first_day <= day <= last_day:
             not_late.append({"id": item_id, "why": f"day {day} outside the partitions"})
             continue
-        processed = materialized_at(day)
-        if processed is None:
-            not_late.append({"id": item_id, "why": f"{day} not materialized yet"})
-            continue
         fingerprint = content_fingerprint(item)
-        used = seen(day)
-        held = quarantined(day) if quarantined else {}
-        if used.get(item_id) == fingerprint and item_id not in held:
-            # Also covers a superseded twin the run saw and deduped away.
-            not_late.append({"id": item_id, "why": f"seen unchanged by the run of {day}"})
-            continue
-        run = f"the run of {day} (materialized at {processed.isoformat()})"
-        if item_id in held:
-            reason = f"quarantined by {run} ({held[item_id]})"
-        elif item_id in used:
-            reason = f"content differs from the version {run} saw"
-        else:
-            reason = f"not among the {len(used)} item(s) {run} saw"
-        reason += f"; indexed at {updated.isoformat()}"
-        late.append(LateItem(item_id, day, updated, fingerprint, reason, item))
-    return Judgement(sorted(late, key=lambda i: (i.partition, i.item_id)), not_late)
+        for aoi in sorted(set(aois)):
+            part = Partition(day, aoi)
+            processed = materialized_at(part)
+            if processed is None:
+                not_late.append({"id": item_id, "why": f"{part} not materialized yet"})
+                continue
+            used = seen(part)
+            held = quarantined(part) if quarantined else {}
+            if used.get(item_id) == fingerprint and item_id not in held:
+                # Also covers a superseded twin the run saw and deduped away.
+                not_late.append({"id": item_id, "why": f"seen unchanged by the run of {part}"})
+                continue
+            run = f"the run of {part} (materialized at {processed.isoformat()})"
+            if item_id in held:
+                reason = f"quarantined by {run} ({held[item_id]})"
+            elif item_id in used:
+                reason = f"content differs from the version {run} saw"
+            else:
+                reason = f"not among the {len(used)} item(s) {run} saw"
+            reason += f"; indexed at {updated.isoformat()}"
+            late.append(LateItem(item_id, part, updated, fingerprint, reason, item))
+    return Judgement(sorted(late, key=lambda i: (i.part, i.item_id)), not_late)
 
 
-def run_key(partition: dt.date, items: Sequence[LateItem]) -> str:
-    """Same day and same late items (ids and content) -> same key: Dagster launches it
-    once however often the overlap window brings them back. A new item, even one whose
+def run_key(part: Partition, items: Sequence[LateItem]) -> str:
+    """Same (day, AOI) and same late items (ids and content) -> same key: Dagster launches
+    it once however often the overlap window brings them back. A new item, even one whose
     ``updated`` ties an earlier one's, gives a new key."""
     newest = max(i.updated for i in items).astimezone(dt.UTC)
     digest = hashlib.sha256(
         "\n".join(sorted(f"{i.item_id}={i.fingerprint}" for i in items)).encode("utf-8")
     ).hexdigest()[:16]
-    return f"late-scenes:{partition.isoformat()}:{newest.isoformat()}:{digest}"
+    return f"late-scenes:{part.day.isoformat()}:{part.aoi}:{newest.isoformat()}:{digest}"

@@ -3,13 +3,14 @@
 Layout (relative links, so the catalog is self-contained wherever it is copied):
 
     processed/catalog.json                                   root catalog -> the collection
-    processed/{collection}/collection.json                   collection   -> day sub-catalogs
-    processed/{collection}/{date}/collection.json            day sub-catalog -> items
-    processed/{collection}/{date}/{aoi}/{item}/item.json     product item -> ./{layer}.tif
+    processed/{collection}/collection.json                collection  -> partition sub-catalogs
+    processed/{collection}/{date}/{aoi}/collection.json   (date, AOI) sub-catalog -> items
+    processed/{collection}/{date}/{aoi}/{item}/item.json  product item -> ./{layer}.tif
 
-One writer per document: a day's run writes its items and its sub-catalog (a Collection,
-so it carries the day's extent); only the root step lists the day sub-catalogs and writes
-the root catalog and the collection, whose extent is the union of theirs.
+One writer per document: a (date, AOI) partition's run writes its items and its
+sub-catalog (a Collection, so it carries the partition's extent); only the root step lists
+the sub-catalogs and writes the root catalog and the collection, whose extent is the union
+of theirs.
 """
 
 from __future__ import annotations
@@ -189,23 +190,24 @@ def day_interval(day: dt.date) -> tuple[str, str]:
     )
 
 
-def day_catalog(
+def partition_catalog(
     *,
     collection: str,
     day: dt.date,
+    aoi: str,
     catalog_key: str,
     parent_key: str,
     root_key: str,
     item_keys: Iterable[str],
     bbox: Sequence[float],
 ) -> dict[str, Any]:
-    """The day's sub-catalog: a Collection over the day's product items. Its extent is
-    the day (temporal) and ``bbox`` (the union of its items, or of the AOIs when the day
-    has no product)."""
+    """The (date, AOI) sub-catalog: a Collection over the partition's product items. Its
+    extent is the day (temporal) and ``bbox`` (the union of its items, or the AOI's when
+    the partition has no product)."""
     base = posixpath.dirname(catalog_key)
-    title = f"{collection} {day.isoformat()}"
+    title = f"{collection} {day.isoformat()} {aoi}"
     return _collection(
-        collection_id=f"{collection}-{day.isoformat()}",
+        collection_id=f"{collection}-{day.isoformat()}-{aoi}",
         title=title,
         description=f"Analysis-ready products of {title}",
         bbox=bbox,
@@ -230,10 +232,11 @@ def products_collection(
     collection: str,
     collection_key: str,
     root_key: str,
-    day_catalogs: Mapping[str, Mapping[str, Any]],
+    sub_catalogs: Mapping[str, Mapping[str, Any]],
 ) -> dict[str, Any]:
-    """The collection of every day sub-catalog (key -> document), extent their union."""
-    extents = [extent_of(doc) for doc in day_catalogs.values()]
+    """The collection of every (date, AOI) sub-catalog (key -> document), extent their
+    union."""
+    extents = [extent_of(doc) for doc in sub_catalogs.values()]
     bbox = union_bbox(b for b, _ in extents) or [-180.0, -90.0, 180.0, 90.0]
     interval = (
         (min(i[0] for _, i in extents), max(i[1] for _, i in extents)) if extents else (None, None)
@@ -242,13 +245,13 @@ def products_collection(
     return _collection(
         collection_id=f"{ROOT_CATALOG_ID}-{collection}",
         title=f"Analysis-ready {collection}",
-        description=f"Analysis-ready products of {collection}, one sub-catalog per day",
+        description=f"Analysis-ready products of {collection}, one sub-catalog per day and AOI",
         bbox=bbox,
         interval=interval,  # type: ignore[arg-type]
         links=[
             _link("root", root_key, base),
             _link("parent", root_key, base),
-            *(_link("child", k, base) for k in sorted(day_catalogs)),
+            *(_link("child", k, base) for k in sorted(sub_catalogs)),
         ],
     )
 
@@ -338,7 +341,7 @@ def _read_json(store: ObjectStore, key: str) -> dict[str, Any]:
     return dict(json.loads(store.get_bytes(key)))
 
 
-def day_catalog_problems(
+def partition_catalog_problems(
     store: ObjectStore, catalog_key: str, item_keys: Iterable[str]
 ) -> tuple[dict[str, list[str]], list[str]]:
     """Check one day's sub-catalog against the items the day published, reading only that

@@ -1,11 +1,12 @@
 """Publish analysis-ready products into the object store: each layer as a COG, each
 product's STAC item, and the manifests that list them (what downstream steps and the
-checks read back). No Dagster here: the assets call these with a day's inputs.
+checks read back). No Dagster here: the assets call these with one (date, AOI)
+partition's inputs.
 
-Manifests (one writer each, all under the day's prefix):
+Manifests (one writer each, all under the partition's prefix):
 
-    manifests/{collection}/{date}/scene_products.json   one entry per scene x AOI
-    manifests/{collection}/{date}/ndvi_composite.json   one entry per AOI (the composite)
+    manifests/{collection}/{date}/{aoi}/scene_products.json   one entry per scene
+    manifests/{collection}/{date}/{aoi}/ndvi_composite.json   the AOI's composite
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from geospatial_pipeline import __version__
 from geospatial_pipeline.errors import PipelineError
 from geospatial_pipeline.layout import (
     PRODUCTS_ROOT,
+    Partition,
     composite_manifest_key,
-    day_catalog_key,
+    partition_catalog_key,
     product_dir,
     scene_products_manifest_key,
 )
@@ -133,11 +135,11 @@ def source_href(api_url: str, collection: str, raw: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class ProductContext:
-    """What every product of one (collection, day) needs to be published."""
+    """What every product of one (collection, day, AOI) partition needs to be published."""
 
     store: ObjectStore
     collection: str
-    day: dt.date
+    part: Partition
     settings: TransformSettings
     block_pixels: int
     workdir: Path
@@ -145,7 +147,11 @@ class ProductContext:
 
     @property
     def catalog_key(self) -> str:
-        return day_catalog_key(self.collection, self.day)
+        return partition_catalog_key(self.collection, self.part)
+
+    @property
+    def day(self) -> dt.date:
+        return self.part.day
 
 
 def publish_scene(
@@ -160,7 +166,7 @@ def publish_scene(
 ) -> dict[str, Any]:
     """One scene x AOI: analysis-ready layers as COGs plus their STAC item."""
     item_id = str(raw["id"])
-    directory = product_dir(ctx.collection, ctx.day, aoi, item_id)
+    directory = product_dir(ctx.collection, ctx.part, item_id)
     scene = scene_products(
         band_paths,
         shape,
@@ -224,7 +230,7 @@ def publish_composite(
         block_rows=strip_rows(ctx.block_pixels, grid.width),
         workdir=ctx.workdir,
     )
-    directory = product_dir(ctx.collection, ctx.day, aoi, COMPOSITE_ID)
+    directory = product_dir(ctx.collection, ctx.part, COMPOSITE_ID)
     objects, entries, changed = publish_layers(ctx.store, directory, {"ndvi_median": composite})
     item_key = join_key(directory, "item.json")
     start = dt.datetime.combine(ctx.day, dt.time(), dt.UTC)
@@ -264,32 +270,31 @@ def layer_key(product: Mapping[str, Any], name: str) -> str:
 
 
 def write_manifest(
-    store: ObjectStore, key: str, day: dt.date, collection: str, products: Any
+    store: ObjectStore, key: str, part: Partition, collection: str, products: Any
 ) -> None:
-    store.put_bytes(
-        key,
-        dumps({"day": day.isoformat(), "collection": collection, "products": products}),
-        "application/json",
-    )
+    doc = {"day": part.day.isoformat(), "aoi": part.aoi, "collection": collection}
+    store.put_bytes(key, dumps({**doc, "products": products}), "application/json")
 
 
 def read_manifest(store: ObjectStore, key: str) -> list[dict[str, Any]]:
     if store.head(key) is None:
-        raise PipelineError(f"{key} is missing: materialize its asset for this day first")
+        raise PipelineError(f"{key} is missing: materialize its asset for this partition first")
     return list(json.loads(store.get_bytes(key))["products"])
 
 
-def scene_products_of(store: ObjectStore, collection: str, day: dt.date) -> list[dict[str, Any]]:
-    return read_manifest(store, scene_products_manifest_key(collection, day))
+def scene_products_of(store: ObjectStore, collection: str, part: Partition) -> list[dict[str, Any]]:
+    return read_manifest(store, scene_products_manifest_key(collection, part))
 
 
-def composites_of(store: ObjectStore, collection: str, day: dt.date) -> list[dict[str, Any]]:
-    return read_manifest(store, composite_manifest_key(collection, day))
+def composites_of(store: ObjectStore, collection: str, part: Partition) -> list[dict[str, Any]]:
+    return read_manifest(store, composite_manifest_key(collection, part))
 
 
-def day_products(store: ObjectStore, collection: str, day: dt.date) -> list[dict[str, Any]]:
-    """Every product of the day: scenes x AOIs, then the composites."""
-    return scene_products_of(store, collection, day) + composites_of(store, collection, day)
+def partition_products(
+    store: ObjectStore, collection: str, part: Partition
+) -> list[dict[str, Any]]:
+    """Every product of the partition: its scenes, then its composite."""
+    return scene_products_of(store, collection, part) + composites_of(store, collection, part)
 
 
 # ------------------------------------------------------------------ checks on what is stored

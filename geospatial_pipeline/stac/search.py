@@ -246,8 +246,10 @@ def search_updated_since(
     first_day: dt.date,
     last_day: dt.date,
     since: dt.datetime,
-) -> list[dict[str, Any]]:
-    """Items acquired in [first_day, last_day] over the AOIs and indexed after ``since``.
+) -> list[tuple[dict[str, Any], list[str]]]:
+    """Items acquired in [first_day, last_day] over the AOIs and indexed after ``since``,
+    each with the names of the AOIs whose search returned it (the partitions it belongs
+    to).
 
     The ``updated`` filter goes to the server only where the API declares the query or
     filter extension, and is always applied on the client too.
@@ -258,6 +260,7 @@ def search_updated_since(
     last = end - dt.timedelta(microseconds=1)
     stamp = since.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     found: dict[str, dict[str, Any]] = {}
+    aois_of: dict[str, set[str]] = {}
     for aoi in aois:
         interval = (
             f"{start.strftime('%Y-%m-%dT%H:%M:%SZ')}/{last.strftime('%Y-%m-%dT%H:%M:%S.%fZ')}"
@@ -273,6 +276,7 @@ def search_updated_since(
             for page in pages:
                 for raw in page["features"]:
                     found.setdefault(str(raw.get("id")), raw)
+                    aois_of.setdefault(str(raw.get("id")), set()).add(aoi.name)
         except APIError as exc:
             raise StacSearchError(
                 f"STAC search for updates failed for AOI {aoi.name!r} at {settings.api_url}: {exc}"
@@ -288,5 +292,5 @@ def search_updated_since(
         if updated.tzinfo is None:
             updated = updated.replace(tzinfo=dt.UTC)
         if updated > since:
-            out.append(raw)
+            out.append((raw, sorted(aois_of[item_id])))
     return out
