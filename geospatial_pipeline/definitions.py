@@ -8,6 +8,7 @@ the schedule are built here from the configuration they depend on.
 from __future__ import annotations
 
 from dagster import (
+    AssetChecksDefinition,
     AssetsDefinition,
     Definitions,
     define_asset_job,
@@ -31,9 +32,8 @@ INGEST_MODULES = [ingest, warehouse]
 TRANSFORM_MODULES = [transform, catalog, datamart]
 
 
-def build_defs(config: PipelineConfig) -> Definitions:
-    # Fail while loading the code location, naming the variable, rather than mid-run.
-    require_secrets(config)
+def build_assets(config: PipelineConfig) -> list[AssetsDefinition]:
+    """The assets and asset checks the configuration enables."""
     if config.partitions != PARTITIONS_SETTINGS:
         raise ConfigError(
             "partitions: the assets were defined with the code location's configuration "
@@ -42,7 +42,15 @@ def build_defs(config: PipelineConfig) -> Definitions:
         )
     modules = INGEST_MODULES + (TRANSFORM_MODULES if config.transform.enabled else [])
     assets = [a for a in load_assets_from_modules(modules) if isinstance(a, AssetsDefinition)]
-    checks = load_asset_checks_from_modules(modules)
+    return [*assets, *load_asset_checks_from_modules(modules)]
+
+
+def build_defs(config: PipelineConfig) -> Definitions:
+    # Fail while loading the code location, naming the variable, rather than mid-run.
+    require_secrets(config)
+    everything = build_assets(config)
+    checks = [a for a in everything if isinstance(a, AssetChecksDefinition)]
+    assets = [a for a in everything if not isinstance(a, AssetChecksDefinition)]
     ingest_job = define_asset_job(
         INGEST_JOB,
         # Without the root catalog: concurrent partition runs would race on it; its

@@ -1,8 +1,11 @@
 """`make demo` / `make dev` on the embedded defaults: no credentials, no server to install.
 
 demo: generate a sample Sentinel-2 L2A catalog, serve it from a local STAC API (rustac) on
-127.0.0.1, materialize every asset of one partition into a local object store and a DuckDB
-warehouse (SQLite Dagster instance), stop the server, print and save a summary.
+127.0.0.1, register the configured AOI (`aois sync`), materialize every asset of its
+(date, aoi) partition into a local object store and a DuckDB warehouse (SQLite Dagster
+instance), then request imagery of a second, new AOI as a user would (a request document
+through the CLI door), let the request sensor register it and launch its run, run it, let
+the status sensor mark the request complete; stop the server, print and save a summary.
 
 dev: the same setup, then the Dagster UI on 127.0.0.1 while the STAC API runs.
 """
@@ -27,17 +30,20 @@ from geospatial_pipeline.local.sample_catalog import generate_sample_catalog
 from geospatial_pipeline.local.stac_server import RustacStacServer
 
 DEMO_DAY = dt.date(2024, 6, 15)
+# The configured AOI, and the one the demo requests on demand (not in the file).
 DEMO_AOIS = {
     "toulouse-centre": (1.40, 43.56, 1.46, 43.62),
     "blagnac": (1.36, 43.62, 1.40, 43.65),
 }
+CONFIGURED_AOI = "toulouse-centre"
+REQUESTED_AOI = "blagnac"
 REPO = Path(__file__).resolve().parents[1]
 
 
 def write_config(out: Path, api_url: str) -> Path:
     doc: dict[str, Any] = {
         "stac": {"api_url": api_url, "collection": "sentinel-2-l2a", "max_cloud_cover": 90},
-        "aois": [{"name": name, "bbox": list(bbox)} for name, bbox in DEMO_AOIS.items()],
+        "aois": [{"name": CONFIGURED_AOI, "bbox": list(DEMO_AOIS[CONFIGURED_AOI])}],
         "bands": ["red", "green", "blue", "nir", "scl"],
         # The sample catalog holds one day: the UI lists exactly the days with data.
         "partitions": {"start_date": DEMO_DAY.isoformat(), "end_date": DEMO_DAY.isoformat()},
@@ -77,7 +83,9 @@ def _prepare(out: Path) -> Any:
     return generate_sample_catalog(out / "catalog", DEMO_DAY, _catalog_bbox())
 
 
-def summarize(config: PipelineConfig, out: Path, partition: str, results: Any) -> dict[str, Any]:
+def summarize(
+    config: PipelineConfig, out: Path, day: str, results: Any, request: dict[str, Any]
+) -> dict[str, Any]:
     import duckdb
 
     meta = {name: dict(mats[-1].metadata) for name, mats in results.items() if mats}
@@ -89,17 +97,22 @@ def summarize(config: PipelineConfig, out: Path, partition: str, results: Any) -
     objects_dir = out / "objects"
     raw = [p for p in (objects_dir / "raw").rglob("*.tif") if p.is_file()]
     products = [p for p in (objects_dir / "processed").rglob("*.tif") if p.is_file()]
-    rows: dict[str, int] = {}
+    rows: dict[str, dict[str, int]] = {}
     with duckdb.connect(str(out / "warehouse.duckdb"), read_only=True) as con:
         for table in ("scene_metadata", "daily_aoi_stats", "scene_quality", "product_catalog"):
             found = con.execute(
-                f"SELECT count(*) FROM {table} WHERE partition_date = ?", [partition]
-            ).fetchone()
-            rows[table] = int(found[0]) if found else 0
+                f"SELECT aoi, count(*) FROM {table} WHERE partition_date = ? GROUP BY aoi "
+                "ORDER BY aoi",
+                [day],
+            ).fetchall()
+            rows[table] = {str(aoi): int(n) for aoi, n in found}
+    collection = config.stac.collection
     return {
-        "partition": partition,
+        "day": day,
+        "partitions": [f"{aoi}|{day}" for aoi in (CONFIGURED_AOI, REQUESTED_AOI)],
         "stac_api": "local rustac server (stopped)",
-        "aois": [a.name for a in config.aois],
+        "configured_aoi": CONFIGURED_AOI,
+        "request": request,
         "bands": config.bands,
         "items_found": value("stac_items", "items"),
         "items_superseded": len(value("stac_items", "superseded_items") or []),
@@ -113,10 +126,12 @@ def summarize(config: PipelineConfig, out: Path, partition: str, results: Any) -
         "config": str(out / "pipeline.yaml"),
         "dagster_home": str(out / "dagster_home"),
         "look_at": {
-            "band_rasters": str(objects_dir / "raw" / config.stac.collection / partition),
-            "products": str(objects_dir / "processed" / config.stac.collection / partition),
+            "band_rasters": str(objects_dir / "raw" / collection / day),
+            "products": str(objects_dir / "processed" / collection / day),
             "stac_catalog": str(objects_dir / "processed" / "catalog.json"),
-            "items": str(objects_dir / "stac" / config.stac.collection / partition / "items.json"),
+            "items": str(objects_dir / "stac" / collection / day / CONFIGURED_AOI / "items.json"),
+            "aois": str(objects_dir / "aois"),
+            "request_status": request["status_url"],
             "query": _query_hint(out / "warehouse.duckdb"),
             "ui": "make dev",
         },
@@ -131,29 +146,106 @@ def _query_hint(db: Path) -> str:
     )
 
 
+def evaluate_sensor(
+    defs: Any, name: str, instance: Any, cursor: str | None, resources: dict[str, Any]
+) -> Any:
+    """One tick of a sensor of ``defs``, in this process, against ``instance`` (what the
+    daemon does on its schedule): the SensorResult, its dynamic partitions applied."""
+    from dagster import build_sensor_context
+
+    sensor = defs.resolve_sensor_def(name)
+    with build_sensor_context(
+        instance=instance, cursor=cursor, sensor_name=name, resources=resources
+    ) as context:
+        result = sensor(context)
+    for request in getattr(result, "dynamic_partitions_requests", None) or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return result
+
+
+def run_request_end_to_end(
+    defs: Any, instance: Any, store: Any, resources: dict[str, Any]
+) -> dict[str, Any]:
+    """A request for a new AOI through the CLI door, then what the daemon would do: the
+    request sensor's tick, the runs it asks for, the status sensor's tick."""
+    from geospatial_pipeline.cli import main as cli
+    from geospatial_pipeline.on_demand import REQUESTS_SENSOR, STATUS_SENSOR
+    from geospatial_pipeline.ondemand import requests
+
+    w, s, e, n = DEMO_AOIS[REQUESTED_AOI]
+    code = cli(
+        [
+            "request",
+            "--name",
+            REQUESTED_AOI,
+            "--bbox",
+            *map(str, (w, s, e, n)),
+            "--start",
+            DEMO_DAY.isoformat(),
+            "--end",
+            DEMO_DAY.isoformat(),
+            "--notes",
+            "make demo: imagery on demand for an AOI the configuration does not list",
+        ]
+    )
+    if code != 0:
+        raise SystemExit("demo request was refused; see above")
+    tick = evaluate_sensor(defs, REQUESTS_SENSOR, instance, None, resources)
+    job = defs.resolve_job_def("ingest_daily")
+    for run in tick.run_requests:
+        result = job.execute_in_process(
+            partition_key=run.partition_key, tags=run.tags, instance=instance, raise_on_error=False
+        )
+        if not result.success:
+            raise SystemExit(f"demo request run {run.partition_key} failed; see the log above")
+    evaluate_sensor(defs, STATUS_SENSOR, instance, None, resources)
+    request_id = next(iter(tick.run_requests)).tags["geospatial_pipeline/request"]
+    status = requests.read_status(store, request_id)
+    assert status is not None
+    return {
+        "request_id": request_id,
+        "state": status.state,
+        "aoi": status.aoi,
+        "days": [
+            {"date": d.date.isoformat(), "state": d.state, "stac_items": len(d.stac_items)}
+            for d in status.partitions
+        ],
+        "status_url": store.url(requests.status_key(request_id)),
+    }
+
+
 def run_demo(out: Path) -> dict[str, Any]:
-    from dagster import DagsterInstance
-
-    from geospatial_pipeline.assets.catalog import STAC_CATALOG_ROOT
-    from geospatial_pipeline.definitions import build_defs
-
     catalog = _prepare(out)
     with RustacStacServer(catalog.items, [catalog.collection]) as server:
         config_path = write_config(out, server.url)
+        # The code location's configuration: the assets' partitions come from it.
+        os.environ[CONFIG_ENV_VAR] = str(config_path)
+        os.environ["DAGSTER_HOME"] = str(out / "dagster_home")
+        from dagster import DagsterInstance
+
+        from geospatial_pipeline.assets.catalog import STAC_CATALOG_ROOT
+        from geospatial_pipeline.cli import main as cli
+        from geospatial_pipeline.definitions import build_defs
+        from geospatial_pipeline.resources import build_resources
+        from geospatial_pipeline.resources.storage import ObjectStoreResource
+
         config = load_config(config_path)
         defs = build_defs(config)
-        os.environ["DAGSTER_HOME"] = str(out / "dagster_home")
-        partition = DEMO_DAY.isoformat()
+        store = ObjectStoreResource.from_config(config.storage).store()
+        if cli(["aois", "sync"]) != 0:
+            raise SystemExit("demo: aois sync failed; see above")
+        key = f"{CONFIGURED_AOI}|{DEMO_DAY.isoformat()}"
         with DagsterInstance.get() as instance:
             # The code location's own job, so the run shows up as such in `make dev`.
             job = defs.resolve_job_def("ingest_daily")
             result = job.execute_in_process(
-                partition_key=partition, instance=instance, raise_on_error=False
+                partition_key=key, instance=instance, raise_on_error=False
             )
             if not result.success:
                 raise SystemExit("demo run failed; see the log above")
-            # The root catalog is no part of the day's job (one writer across days); in a
-            # deployment its automation sensor runs it, here it runs right after the day.
+            request = run_request_end_to_end(defs, instance, store, build_resources(config))
+            # The root catalog is no part of a partition's job (one writer across
+            # partitions); in a deployment its automation sensor runs it, here it runs last.
             root = defs.resolve_implicit_global_asset_job_def().execute_in_process(
                 instance=instance, asset_selection=[STAC_CATALOG_ROOT], raise_on_error=False
             )
@@ -163,15 +255,15 @@ def run_demo(out: Path) -> dict[str, Any]:
             name: result.asset_materializations_for_node(name)
             for name in ("stac_items", "band_rasters", "scene_metadata")
         }
-    summary = summarize(config, out, partition, mats)
+    summary = summarize(config, out, DEMO_DAY.isoformat(), mats, request)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
 def print_summary(summary: dict[str, Any], out: Path) -> None:
-    print(f"\nDemo partition {summary['partition']} done.")
+    print(f"\nDemo day {summary['day']}: partitions {', '.join(summary['partitions'])}.")
     print(
-        f"  items found        {summary['items_found']} "
+        f"  items found        {summary['items_found']} over {summary['configured_aoi']} "
         f"({summary['items_superseded']} superseded by a newer processing)"
     )
     print(
@@ -183,8 +275,17 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
         f"{summary['product_bytes'] / 1e6:.2f} MB, STAC catalog "
         f"{summary['look_at']['stac_catalog']}"
     )
-    rows = ", ".join(f"{t} {n}" for t, n in summary["warehouse_rows"].items())
-    print(f"  warehouse rows     {rows}")
+    for table, per_aoi in summary["warehouse_rows"].items():
+        counts = ", ".join(f"{aoi} {n}" for aoi, n in per_aoi.items())
+        print(f"  {table:<18} {counts}")
+    req = summary["request"]
+    days = ", ".join(
+        f"{d['date']} {d['state']} ({d['stac_items']} STAC items)" for d in req["days"]
+    )
+    print(
+        f"  request          {req['request_id']} for new AOI {req['aoi']}: {req['state']}; {days}"
+    )
+    print(f"  request status   {req['status_url']}")
     print(f"  warehouse          {summary['warehouse']}")
     print(f"  query              {summary['look_at']['query']}")
     print(f"  summary            {out / 'summary.json'}")
@@ -200,6 +301,10 @@ def run_dev(out: Path, port: int, stac_port: int) -> int:
             CONFIG_ENV_VAR: str(config_path),
             "DAGSTER_HOME": str(out / "dagster_home"),
         }
+        # The configured AOIs as partitions before the UI opens (the request sensor would
+        # register them on its first tick too).
+        sync = [sys.executable, "-m", "geospatial_pipeline", "aois", "sync"]
+        subprocess.run(sync, env=env, cwd=REPO, check=True)
         print(f"STAC API on {server.url}; Dagster UI on http://127.0.0.1:{port}")
         cmd = [
             str(Path(sys.executable).parent / "dagster"),

@@ -10,6 +10,9 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Before anything imports the package: the module-level assets take their partitions from
+# the code location's configuration at import (geospatial_pipeline/location.py).
+os.environ["GEOSPATIAL_PIPELINE_CONFIG"] = str(REPO / "tests" / "location_config.yaml")
 # Overridable so a checkout can keep ../shared elsewhere (and so the CI rule is testable).
 SHARED_DATA = Path(os.environ.get("GEOSPATIAL_SHARED_DATA") or REPO.parent / "shared" / "data")
 EARTH_SEARCH = SHARED_DATA / "earth-search-v1"

@@ -1,0 +1,32 @@
+"""Partition helpers for tests: the AOIs of a configuration registered as the request
+sensor and `aois sync` register them, and (date, aoi) keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from dagster import DagsterInstance, MultiPartitionKey
+
+from geospatial_pipeline.config import PipelineConfig
+from geospatial_pipeline.layout import Partition
+from geospatial_pipeline.ondemand import service
+from geospatial_pipeline.partitions import AOI_PARTITIONS_NAME, partition_key
+from geospatial_pipeline.resources.storage import ObjectStoreResource
+
+# Every configuration a test builds definitions from uses the code location's partitions
+# (tests/location_config.yaml).
+PARTITIONS: dict[str, Any] = {"start_date": "2020-01-01"}
+
+
+def register_aois(config: PipelineConfig, instance: DagsterInstance) -> list[str]:
+    store = ObjectStoreResource.from_config(config.storage).store()
+    service.sync_config_aois(store, config.aois, config.partitions, now=dt.datetime.now(dt.UTC))
+    names = [a.name for a in config.aois]
+    instance.add_dynamic_partitions(AOI_PARTITIONS_NAME, names)
+    return names
+
+
+def key(day: str | dt.date, aoi: str) -> MultiPartitionKey:
+    d = dt.date.fromisoformat(day) if isinstance(day, str) else day
+    return partition_key(Partition(d, aoi))
