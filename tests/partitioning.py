@@ -30,3 +30,37 @@ def register_aois(config: PipelineConfig, instance: DagsterInstance) -> list[str
 def key(day: str | dt.date, aoi: str) -> MultiPartitionKey:
     d = dt.date.fromisoformat(day) if isinstance(day, str) else day
     return partition_key(Partition(d, aoi))
+
+
+def materialize_partition(
+    config: PipelineConfig,
+    day: str | dt.date,
+    aoi: str,
+    *,
+    instance: DagsterInstance | None = None,
+    selection: Any = None,
+    raise_on_error: bool = False,
+    resources: dict[str, Any] | None = None,
+) -> Any:
+    """One (day, aoi) partition of the configured graph, the configuration's AOIs
+    registered first (in a throwaway instance unless one is given)."""
+    from dagster import materialize
+
+    from geospatial_pipeline.definitions import build_assets
+    from geospatial_pipeline.resources import build_resources
+
+    def run(inst: DagsterInstance) -> Any:
+        register_aois(config, inst)
+        return materialize(
+            build_assets(config),
+            partition_key=key(day, aoi),
+            resources=resources or build_resources(config),
+            instance=inst,
+            selection=selection,
+            raise_on_error=raise_on_error,
+        )
+
+    if instance is not None:
+        return run(instance)
+    with DagsterInstance.ephemeral() as inst:
+        return run(inst)
