@@ -19,6 +19,7 @@ from dagster import (
     AddDynamicPartitionsRequest,
     Config,
     DagsterRunStatus,
+    DefaultSensorStatus,
     OpExecutionContext,
     RunRequest,
     RunsFilter,
@@ -99,6 +100,9 @@ def build_requests_sensor(job_name: str, settings: RequestsConfig) -> SensorDefi
         name=REQUESTS_SENSOR,
         job_name=job_name,
         minimum_interval_seconds=settings.minimum_interval_seconds,
+        # Running from the first deploy: it registers the configuration's AOIs, and a
+        # stopped one would leave every request unanswered.
+        default_status=DefaultSensorStatus.RUNNING,
         description=(
             "Registers the configuration's AOIs (first tick), then reads request documents "
             "under requests/incoming/: rejects invalid ones (status with the errors), "
@@ -229,6 +233,7 @@ def build_status_sensor() -> SensorDefinition:
     @sensor(
         name=STATUS_SENSOR,
         minimum_interval_seconds=30,
+        default_status=DefaultSensorStatus.RUNNING,
         description=(
             "Keeps requests/status/{request_id}.json current from the runs the request "
             "sensor launched: per day queued/running/succeeded/failed, the request "
