@@ -1,9 +1,11 @@
-"""The static catalog has one writer per document: day runs never touch each other.
+"""The static catalog has one writer per document: partition runs never touch each other.
 
-Two days of the real 29RKH scene (the second a copy dated five days later) are materialized
-concurrently by two separate processes against the same object store (SeaweedFS); then the
-root asset links both. A re-run of one day, with every store operation recorded, stays
-inside that day's prefixes.
+Four (date, AOI) partitions (two AOIs, "dunes" and "wadi", on two days of the real 29RKH
+scene, the second a copy dated five days later) are materialized by two separate processes
+at the same time against the same object store (SeaweedFS): the two AOIs of the first day
+run concurrently. Then the root asset links all four sub-catalogs. A re-run of one
+partition, with every store operation recorded, stays inside that partition's prefixes and
+never touches the other AOI of the same day.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from geospatial_pipeline.stac.products import catalog_tree_problems
 from geospatial_pipeline.stac.store_io import load_catalog
 from geospatial_pipeline.storage.object_store import ObjectStore, S3ObjectStore
 from tests.conftest import REPO
+from tests.partitioning import PARTITIONS, key, register_aois
 from tests.test_e2e import AOIS, BANDS, DAY, ITEM, object_store_resource, s3_env
 
 DAY2 = "2020-02-24"
@@ -46,23 +49,45 @@ ITEM2 = ITEM.replace("20200219", "20200224")
 BUCKET = "dest-catalog"
 COLLECTION = "sentinel-2-l2a"
 TRANSFORM = {"resolution": 100, "crs": "EPSG:32629", "grid_anchor": [80, 20]}
+NAMES = [a["name"] for a in AOIS]
+assert NAMES == ["dunes", "wadi"]
+PARTS = [(day, aoi) for day in (DAY, DAY2) for aoi in NAMES]
+# Two processes; each starts with one AOI of DAY, so the two AOIs of one day run together.
+PROCESSES = {
+    "a": [(DAY, "dunes"), (DAY2, "wadi")],
+    "b": [(DAY, "wadi"), (DAY2, "dunes")],
+}
+TOPS = ("stac", "raw", "manifests", "processed")
 
-# One day's run in its own interpreter, as a run worker would: the job every launch uses.
-RUN_DAY = """
+# Partition runs in their own interpreter, as a run worker would: the job every launch
+# uses, the AOIs registered (store registry and dynamic partitions) as the sensors do.
+RUN_PARTITIONS = """
 import sys, time
 from dagster import DagsterInstance
 from geospatial_pipeline.config import load_config
 from geospatial_pipeline.definitions import build_defs
+from tests.partitioning import key, register_aois
 
-defs = build_defs(load_config(sys.argv[1]))
+config = load_config(sys.argv[1])
+job = build_defs(config).resolve_job_def("ingest_daily")
+ok = True
 with DagsterInstance.ephemeral() as instance:
-    start = time.time()
-    result = defs.resolve_job_def("ingest_daily").execute_in_process(
-        partition_key=sys.argv[2], instance=instance, raise_on_error=False
-    )
-    print(f"RUN-WINDOW {start} {time.time()}")
-sys.exit(0 if result.success else 1)
+    register_aois(config, instance)
+    for arg in sys.argv[2:]:
+        day, aoi = arg.split("/")
+        start = time.time()
+        result = job.execute_in_process(
+            partition_key=key(day, aoi), instance=instance, raise_on_error=False
+        )
+        print(f"RUN-WINDOW {arg} {start} {time.time()} {result.success}")
+        ok = ok and result.success
+sys.exit(0 if ok else 1)
 """
+
+
+def prefixes(day: str, aoi: str) -> tuple[str, ...]:
+    """Every prefix a (day, aoi) partition's objects live under (layout.py)."""
+    return tuple(f"{top}/{COLLECTION}/{day}/{aoi}/" for top in TOPS)
 
 
 def _config_doc(stac_url: str, s3: Any, db: Path) -> dict[str, Any]:
@@ -70,7 +95,7 @@ def _config_doc(stac_url: str, s3: Any, db: Path) -> dict[str, Any]:
         "stac": {"api_url": stac_url, "page_size": 2},
         "aois": AOIS,
         "bands": BANDS,
-        "partitions": {"start_date": "2020-01-01"},
+        "partitions": PARTITIONS,
         "storage": {"url": f"s3://{BUCKET}/pipeline", "endpoint_url": s3.endpoint_url},
         # One warehouse file per process: DuckDB allows one writer per file.
         "warehouse": {"kind": "duckdb", "path": str(db)},
@@ -90,7 +115,7 @@ def _second_day(item: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def two_days(
+def partitions(
     s3_server: Any,
     rkh_item: dict[str, Any],
     real_collection: dict[str, Any],
@@ -100,50 +125,49 @@ def two_days(
     tmp = tmp_path_factory.mktemp("catalog")
     items = [rkh_item, _second_day(rkh_item)]
     with RustacStacServer(items, [real_collection]) as server, s3_env(s3_server):
-        paths = []
-        for day in (DAY, DAY2):
-            path = tmp / f"{day}.yaml"
-            path.write_text(yaml.safe_dump(_config_doc(server.url, s3_server, tmp / f"{day}.db")))
-            paths.append(path)
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-c", RUN_DAY, str(path), day],
-                cwd=REPO,
-                env=dict(os.environ),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
+        procs = []
+        for name, parts in PROCESSES.items():
+            path = tmp / f"{name}.yaml"
+            path.write_text(yaml.safe_dump(_config_doc(server.url, s3_server, tmp / f"{name}.db")))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-c", RUN_PARTITIONS, str(path)]
+                    + [f"{day}/{aoi}" for day, aoi in parts],
+                    cwd=REPO,
+                    env=dict(os.environ),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
             )
-            for path, day in zip(paths, (DAY, DAY2), strict=True)
-        ]
-        outputs = [p.communicate(timeout=600)[0] for p in procs]
+        outputs = [p.communicate(timeout=900)[0] for p in procs]
         for proc, out in zip(procs, outputs, strict=True):
             assert proc.returncode == 0, out[-4000:]
-        # The two runs really overlapped in time.
-        (a0, a1), (b0, b1) = (
-            map(
-                float,
-                next(li for li in out.splitlines() if li.startswith("RUN-WINDOW")).split()[1:],
-            )
+        windows = {
+            fields[1]: (float(fields[2]), float(fields[3]))
             for out in outputs
-        )
-        assert max(a0, b0) < min(a1, b1), outputs
+            for fields in (li.split() for li in out.splitlines() if li.startswith("RUN-WINDOW"))
+        }
+        assert set(windows) == {f"{day}/{aoi}" for day, aoi in PARTS}, outputs
+        # The two AOIs of one day really ran at the same time.
+        (a0, a1), (b0, b1) = windows[f"{DAY}/dunes"], windows[f"{DAY}/wadi"]
+        assert max(a0, b0) < min(a1, b1), windows
         config = parse_config(_config_doc(server.url, s3_server, tmp / "root.db"))
         store = object_store_resource(s3_server, BUCKET).store()
         yield {"config": config, "store": store, "server": server, "tmp": tmp}
 
 
-def test_day_runs_leave_the_root_to_its_one_writer(two_days: dict[str, Any]) -> None:
-    store = two_days["store"]
-    for day in (DAY, DAY2):
-        assert store.head(f"processed/{COLLECTION}/{day}/collection.json") is not None
-    # Neither concurrent day run wrote the root or the collection.
+def test_partition_runs_leave_the_root_to_its_one_writer(partitions: dict[str, Any]) -> None:
+    store = partitions["store"]
+    for day, aoi in PARTS:
+        assert store.head(f"processed/{COLLECTION}/{day}/{aoi}/collection.json") is not None
+    # No concurrent partition run wrote the root or the collection.
     assert store.head("processed/catalog.json") is None
     assert store.head(f"processed/{COLLECTION}/collection.json") is None
 
 
-def test_root_links_both_concurrent_days_and_validates(two_days: dict[str, Any]) -> None:
-    config, store = two_days["config"], two_days["store"]
+def test_root_links_every_concurrent_partition_and_validates(partitions: dict[str, Any]) -> None:
+    config, store = partitions["config"], partitions["store"]
     with DagsterInstance.ephemeral() as instance:
         result = materialize(
             build_assets(config),
@@ -158,27 +182,35 @@ def test_root_links_both_concurrent_days_and_validates(two_days: dict[str, Any])
     problems, reached = catalog_tree_problems(store, "processed/catalog.json")
     assert problems == []
     expected = {
-        f"processed/{COLLECTION}/{day}/{aoi['name']}/{item}/item.json"
+        f"processed/{COLLECTION}/{day}/{aoi}/{item}/item.json"
         for day, scene in ((DAY, ITEM), (DAY2, ITEM2))
-        for aoi in AOIS
+        for aoi in NAMES
         for item in (scene, "composite")
     }
     assert set(reached) == expected
+    collection = json.loads(store.get_bytes(f"processed/{COLLECTION}/collection.json"))
+    children = {
+        link["href"].removeprefix("./") for link in collection["links"] if link["rel"] == "child"
+    }
+    # Both AOIs of each day are linked (relative to the collection).
+    assert children == {f"{day}/{aoi}/collection.json" for day, aoi in PARTS}
     # pystac follows the same links (relative hrefs through the store).
     catalog = load_catalog(store, "processed/catalog.json")
     ids = {i.id for i in catalog.get_items(recursive=True)}
-    assert {f"{ITEM}__dunes", f"{ITEM2}__wadi"} <= ids and len(ids) == 8
-    collection = json.loads(store.get_bytes(f"processed/{COLLECTION}/collection.json"))
+    assert {f"{ITEM}__dunes", f"{ITEM}__wadi", f"{ITEM2}__dunes", f"{ITEM2}__wadi"} <= ids
+    assert len(ids) == 8
     start, end = collection["extent"]["temporal"]["interval"][0]
     assert start.startswith(DAY) and end.startswith(DAY2)
-    day_boxes = [
-        json.loads(store.get_bytes(f"processed/{COLLECTION}/{d}/collection.json"))["extent"][
-            "spatial"
-        ]["bbox"][0]
-        for d in (DAY, DAY2)
+    sub_boxes = [
+        json.loads(store.get_bytes(f"processed/{COLLECTION}/{day}/{aoi}/collection.json"))[
+            "extent"
+        ]["spatial"]["bbox"][0]
+        for day, aoi in PARTS
     ]
+    # The two AOIs are far apart: their sub-catalogs have their own extents.
+    assert sub_boxes[0] != sub_boxes[1]
     west, south, east, north = collection["extent"]["spatial"]["bbox"][0]
-    for box in day_boxes:
+    for box in sub_boxes:
         assert west <= box[0] and south <= box[1] and east >= box[2] and north >= box[3]
 
 
@@ -202,55 +234,82 @@ class Recorder:
         return wrapper
 
 
-def test_a_day_run_touches_only_its_own_day(
-    two_days: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+def test_a_partition_run_touches_only_its_own_prefixes(
+    partitions: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A re-run of one day, with the other day (and the root) stored: every store
-    operation names a key under one of that day's prefixes."""
-    config = two_days["config"]
-    recorder = Recorder(monkeypatch)
+    """A re-run of (DAY, wadi), with (DAY, dunes) of the same day, the other day and the
+    root stored: no store operation lists, reads, writes or deletes a key of (DAY, dunes)
+    (nor a parent prefix whose listing would include it); every key is under one of the
+    partition's own prefixes or is its AOI's registry record."""
+    config = partitions["config"]
     partitioned = AssetSelection.all() - AssetSelection.assets(STAC_CATALOG_ROOT)
     with DagsterInstance.ephemeral() as instance:
+        # Registering reads the whole registry: done before recording starts, as the
+        # sensors do it before the run.
+        register_aois(config, instance)
+        recorder = Recorder(monkeypatch)
         result = materialize(
             build_assets(config),
-            partition_key=DAY2,
+            partition_key=key(DAY, "wadi"),
             selection=partitioned,
             resources=build_resources(config),
             instance=instance,
         )
     assert result.success
-    own = tuple(f"{top}/{COLLECTION}/{DAY2}/" for top in ("stac", "raw", "manifests", "processed"))
     assert recorder.calls, "nothing recorded: the recorder is not wired"
-    outside = sorted({(op, key) for op, key in recorder.calls if not (key + "/").startswith(own)})
+    ops = {op for op, _ in recorder.calls}
+    assert ops >= {"list", "get_bytes", "put_bytes"}
+    other = prefixes(DAY, "dunes")
+    touching_other = sorted(
+        {
+            (op, k)
+            for op, k in recorder.calls
+            if (k + "/").startswith(other) or any(o.startswith(k.rstrip("/") + "/") for o in other)
+        }
+    )
+    assert touching_other == []
+    own = prefixes(DAY, "wadi")
+    allowed = {"aois/wadi.geojson"}
+    outside = sorted(
+        {(op, k) for op, k in recorder.calls if not (k + "/").startswith(own) and k not in allowed}
+    )
     assert outside == []
-    assert {op for op, _ in recorder.calls} >= {"list", "get_bytes", "put_bytes"}
+    # The run did read and write its own partition under each kind of prefix it owns.
+    assert {
+        top for top in TOPS if any((k + "/").startswith(f"{top}/") for _, k in recorder.calls)
+    } == set(TOPS)
 
 
-def test_root_is_requested_after_a_day_changes(two_days: dict[str, Any]) -> None:
-    """Its automation condition runs the root once a day's sub-catalog is materialized,
-    although most days are missing (they would hold plain eager() back forever)."""
-    config = two_days["config"]
+def test_root_is_requested_after_a_partition_changes(partitions: dict[str, Any]) -> None:
+    """Its automation condition runs the root once a partition's sub-catalog is
+    materialized, although most partitions are missing (they would hold plain eager()
+    back forever)."""
+    config = partitions["config"]
     defs = build_defs(config)
     with DagsterInstance.ephemeral() as instance:
+        register_aois(config, instance)
         first = evaluate_automation_conditions(defs=defs, instance=instance)
         assert first.total_requested == 0
-        materialize(
+        result = materialize(
             build_assets(config),
-            partition_key=DAY,
+            partition_key=key(DAY, "dunes"),
             selection=AssetSelection.all() - AssetSelection.assets(STAC_CATALOG_ROOT),
             resources=build_resources(config),
             instance=instance,
         )
+        assert result.success
         after = evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
         assert after.get_num_requested(STAC_CATALOG_ROOT) == 1
+        assert after.total_requested == 1
         again = evaluate_automation_conditions(defs=defs, instance=instance, cursor=after.cursor)
         assert again.total_requested == 0
 
 
-def test_stac_items_valid_reruns_alone_on_what_is_stored(two_days: dict[str, Any]) -> None:
-    """The check alone (no asset step) for one day reads the stored day: a broken item of
-    that day fails it, naming the item; the other day, untouched, passes."""
-    config, store = two_days["config"], two_days["store"]
+def test_stac_items_valid_reruns_alone_on_what_is_stored(partitions: dict[str, Any]) -> None:
+    """The check alone (no asset step) for one partition reads the stored partition: a
+    broken item of (DAY2, wadi) fails it, naming the item; the other AOI of that day and
+    the other day of that AOI, untouched, pass."""
+    config, store = partitions["config"], partitions["store"]
     check = AssetCheckKey(STAC_CATALOG, "stac_items_valid")
     defs = Definitions(
         assets=build_assets(config),
@@ -264,33 +323,42 @@ def test_stac_items_valid_reruns_alone_on_what_is_stored(two_days: dict[str, Any
     del broken["properties"]["proj:shape"]
     store.put_bytes(broken_key, json.dumps(broken).encode(), "application/geo+json")
 
-    def run(day: str) -> Any:
+    def run(day: str, aoi: str) -> Any:
         with DagsterInstance.ephemeral() as instance:
-            result = job.execute_in_process(
-                instance=instance, tags={"dagster/partition": day}, raise_on_error=False
-            )
+            register_aois(config, instance)
+            # Tags, not partition_key: a job of checks alone has no partitions definition
+            # to validate a key against (the multi-partition dimension tags as a run of
+            # the partition carries them).
+            tags = {
+                "dagster/partition": str(key(day, aoi)),
+                "dagster/partition/date": day,
+                "dagster/partition/aoi": aoi,
+            }
+            result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
         assert not result.get_asset_materialization_events()  # the check ran alone
         (evaluation,) = result.get_asset_check_evaluations()
         return evaluation
 
     try:
-        failed = run(DAY2)
+        failed = run(DAY2, "wadi")
         assert not failed.passed
         problems = failed.metadata["problems"].value  # type: ignore[attr-defined]
         assert list(problems) == [broken_key]
         assert "proj:shape" in problems[broken_key][0]
-        assert run(DAY).passed
+        assert run(DAY2, "dunes").passed
+        assert run(DAY, "wadi").passed
     finally:
         store.put_bytes(broken_key, original, "application/geo+json")
-    assert run(DAY2).passed
+    assert run(DAY2, "wadi").passed
 
 
-def test_root_finds_the_days_without_listing_their_products(
-    two_days: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+def test_root_finds_the_partitions_without_listing_their_products(
+    partitions: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The root step's cost grows with the days, not with every product of the history:
-    one folder listing under the collection, then each day's own sub-catalog."""
-    config = two_days["config"]
+    """The root step's cost grows with the partitions, not with every product of the
+    history: one folder listing under the collection, one per day (its AOIs), then each
+    partition's own sub-catalog."""
+    config = partitions["config"]
     recorder = Recorder(monkeypatch)
     with DagsterInstance.ephemeral() as instance:
         result = materialize(
@@ -302,8 +370,13 @@ def test_root_finds_the_days_without_listing_their_products(
     assert result.success
     ops = [op for op, _ in recorder.calls]
     assert "list" not in ops
-    assert [key for op, key in recorder.calls if op == "folders"] == [
-        f"processed/{COLLECTION}"
-    ] * ops.count("folders")
-    read = {key for op, key in recorder.calls if op in ("head", "get_bytes")}
-    assert not any(key.endswith(".tif") for key in read)
+    folders = [k for op, k in recorder.calls if op == "folders"]
+    top = f"processed/{COLLECTION}"
+    rounds = folders.count(top)  # the asset and its check each look once
+    assert rounds >= 1
+    assert sorted(folders) == sorted(
+        [top] * rounds + [f"{top}/{day}" for day in (DAY, DAY2)] * rounds
+    )
+    read = {k for op, k in recorder.calls if op in ("head", "get_bytes")}
+    assert not any(k.endswith(".tif") for k in read)
+    assert not any(k.endswith("/item.json") for k in read)

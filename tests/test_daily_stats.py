@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from dagster import DagsterInstance, materialize
 from pyproj import Transformer
 from shapely import contains_xy
 from shapely.geometry import box, mapping
@@ -31,17 +30,17 @@ from shapely.geometry import box, mapping
 from geospatial_pipeline.assets.datamart import DAILY_STATS_KEY
 from geospatial_pipeline.assets.transform import NDVI_COMPOSITE, SCENE_PRODUCTS
 from geospatial_pipeline.config import parse_config
-from geospatial_pipeline.definitions import build_assets
-from geospatial_pipeline.layout import band_key, items_key, manifest_key
+from geospatial_pipeline.layout import Partition, band_key, items_key, manifest_key
 from geospatial_pipeline.raster.grid import Grid, aoi_grid
-from geospatial_pipeline.resources import build_resources
 from geospatial_pipeline.stac.itemcollection import dumps, to_item_collection
 from geospatial_pipeline.stac.search import DayItems
 from tests.geotiff import write_geotiff
+from tests.partitioning import PARTITIONS, materialize_partition
 
 DAY = "2024-06-01"
 COLLECTION = "sentinel-2-l2a"
 AOI_NAME = "overlap"
+PART = Partition(dt.date.fromisoformat(DAY), AOI_NAME)
 AOI = box(3.00, 45.00, 3.03, 45.012)  # ~2.4 x 1.3 km: 240 x 140 px at 10 m, EPSG:32631
 INVALID = (0, 1, 3, 8, 9, 10)
 CLOUD, SHADOW = (8, 9, 10), (3,)
@@ -119,7 +118,7 @@ def _scene(
 
 
 def _write(store: Path, item_id: str, band: str, array: np.ndarray, t: Affine, crs: str) -> str:
-    key = band_key(COLLECTION, dt.date.fromisoformat(DAY), AOI_NAME, item_id, band)
+    key = band_key(COLLECTION, PART, item_id, band)
     path = store / key
     path.parent.mkdir(parents=True, exist_ok=True)
     write_geotiff(path, array, crs=crs, transform=t)
@@ -166,8 +165,8 @@ def _ingest(root: Path) -> list[Written]:
     items = [_item(s.item_id, s.item_id.split("_")[1][2:]) for s in scenes]
     found = DayItems(day=day, items=items, by_aoi={AOI_NAME: [s.item_id for s in scenes]})
     store = root / "store"
-    (store / items_key(COLLECTION, day)).parent.mkdir(parents=True, exist_ok=True)
-    (store / items_key(COLLECTION, day)).write_bytes(
+    (store / items_key(COLLECTION, PART)).parent.mkdir(parents=True, exist_ok=True)
+    (store / items_key(COLLECTION, PART)).write_bytes(
         dumps(to_item_collection(found, api_url="http://127.0.0.1:9/v1", collection=COLLECTION))
     )
     objects = [
@@ -175,13 +174,13 @@ def _ingest(root: Path) -> list[Written]:
             "item_id": s.item_id,
             "aoi": AOI_NAME,
             "band": b,
-            "key": band_key(COLLECTION, day, AOI_NAME, s.item_id, b),
+            "key": band_key(COLLECTION, PART, s.item_id, b),
         }
         for s in scenes
         for b in (*BANDS, "scl")
     ]
-    (store / manifest_key(COLLECTION, day)).parent.mkdir(parents=True, exist_ok=True)
-    (store / manifest_key(COLLECTION, day)).write_bytes(
+    (store / manifest_key(COLLECTION, PART)).parent.mkdir(parents=True, exist_ok=True)
+    (store / manifest_key(COLLECTION, PART)).write_bytes(
         dumps({"day": DAY, "collection": COLLECTION, "objects": objects})
     )
     return scenes
@@ -196,22 +195,14 @@ def materialized(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
             "stac": {"api_url": "http://127.0.0.1:9/v1"},
             "aois": [{"name": AOI_NAME, "geometry": mapping(AOI)}],
             "bands": [*BANDS, "scl"],
-            "partitions": {"start_date": "2024-01-01"},
+            "partitions": PARTITIONS,
             "storage": {"url": str(root / "store")},
             "warehouse": {"kind": "duckdb", "path": str(root / "w.duckdb")},
             "transform": {"resolution": 10},
         }
     )
     wanted = {SCENE_PRODUCTS, NDVI_COMPOSITE, DAILY_STATS_KEY}
-    assets = [a for a in build_assets(config) if wanted & set(a.keys)]
-    with DagsterInstance.ephemeral() as instance:
-        result = materialize(
-            assets,
-            partition_key=DAY,
-            resources=build_resources(config),
-            instance=instance,
-            selection=list(wanted),
-        )
+    result = materialize_partition(config, DAY, AOI_NAME, selection=list(wanted))
     assert result.success
     with duckdb.connect(str(root / "w.duckdb"), read_only=True) as con:
         cursor = con.execute("SELECT * FROM daily_aoi_stats")
@@ -314,13 +305,12 @@ def _sources(root: Path, scenes: list[Written]) -> tuple[list[Any], str]:
 
     store = root / "store"
     products = store / f"processed/{COLLECTION}/{DAY}/{AOI_NAME}"
-    day = dt.date.fromisoformat(DAY)
     sources = [
         SceneSources(
             item_id=s.item_id,
             red=str(products / s.item_id / "red.tif"),
             ndwi=str(products / s.item_id / "ndwi.tif"),
-            scl=str(store / band_key(COLLECTION, day, AOI_NAME, s.item_id, "scl")),
+            scl=str(store / band_key(COLLECTION, PART, s.item_id, "scl")),
         )
         for s in scenes
     ]

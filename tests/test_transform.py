@@ -31,7 +31,12 @@ from shapely import contains_xy
 from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
-from geospatial_pipeline.layout import PRODUCTS_ROOT, day_catalog_key, product_dir
+from geospatial_pipeline.layout import (
+    PRODUCTS_ROOT,
+    Partition,
+    partition_catalog_key,
+    product_dir,
+)
 from geospatial_pipeline.raster.grid import Grid, aoi_grid, utm_epsg
 from geospatial_pipeline.raster.reflectance import (
     ABSENT_SHARE,
@@ -528,8 +533,8 @@ def test_product_cogs_and_item_load_back_with_odc_stac(
     source = real_items["S2A_29RKH_20200219_0_L2A"]
     grid = real_grid(AOI_CLOUDS)
     scene = transform_scene(real_paths, AOI_CLOUDS, grid, scene_meta(source), real_settings())
-    day = dt.date(2020, 2, 19)
-    directory = product_dir("sentinel-2-l2a", day, "clouds", source["id"])
+    part = Partition(dt.date(2020, 2, 19), "clouds")
+    directory = product_dir("sentinel-2-l2a", part, source["id"])
     item_key = posixpath.join(directory, "item.json")
     layers: list[LayerObject] = []
     for name in PRODUCT_LAYERS:
@@ -550,7 +555,9 @@ def test_product_cogs_and_item_load_back_with_odc_stac(
         lineage="test",
         extra_properties={"geospatial_pipeline:offset_dn": scene.decision.offset_dn},
     )
-    doc = with_catalog_links(doc, item_key, day_catalog_key("sentinel-2-l2a", day), PRODUCTS_ROOT)
+    doc = with_catalog_links(
+        doc, item_key, partition_catalog_key("sentinel-2-l2a", part), PRODUCTS_ROOT
+    )
     assert validate_product_item(doc) == []
     assert doc["assets"]["red"]["href"] == "./red.tif"
     (tmp_path / item_key).write_text(json.dumps(doc))
