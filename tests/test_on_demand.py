@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,6 +74,7 @@ class Site:
             "transform": {"enabled": False},
             **extra,
         }
+        tmp.mkdir(parents=True, exist_ok=True)
         self.config_path = tmp / "pipeline.yaml"
         self.config_path.write_text(yaml.safe_dump(doc))
         self.config: PipelineConfig = load_config(self.config_path)
@@ -407,3 +409,39 @@ def test_a_request_over_the_partition_budget_is_refused(
         with pytest.raises(registry.UnknownAoi):
             registry.load(site.store, "wadi")
         site.instance.dispose()
+
+
+def test_cli_materialize_runs_every_active_aoi_and_names_a_failing_partition(
+    tmp_path: Path,
+    stac_api: str,
+    s3_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from geospatial_pipeline.config import CONFIG_ENV_VAR
+
+    # The command points the code location's configuration at --config; undone after.
+    monkeypatch.setenv(CONFIG_ENV_VAR, os.environ[CONFIG_ENV_VAR])
+    with s3_credentials(s3_server):
+        site = Site(tmp_path / "ok", stac_api, s3_server)
+        monkeypatch.setenv("DAGSTER_HOME", str(site.home))
+        args = ["materialize", "--date", DAY.isoformat(), "--config", str(site.config_path)]
+        assert cli(args) == 0
+        assert f"dunes|{DAY}: ok" in capsys.readouterr().out
+        assert site.keys(f"raw/sentinel-2-l2a/{DAY}/dunes")
+        assert cli([*args, "--aoi", "nowhere"]) == 2
+        assert "--aoi: not registered: ['nowhere']" in capsys.readouterr().err
+
+        dead = "http://127.0.0.1:9/v1"
+        broken = Site(
+            tmp_path / "broken",
+            dead,
+            s3_server,
+            stac={"api_url": dead, "max_retries": 0, "timeout_s": 2},
+        )
+        monkeypatch.setenv("DAGSTER_HOME", str(broken.home))
+        args = ["materialize", "--date", DAY.isoformat(), "--config", str(broken.config_path)]
+        assert cli(args) == 1
+        assert f"failed partition(s): dunes|{DAY}" in capsys.readouterr().err
+        site.instance.dispose()
+        broken.instance.dispose()
