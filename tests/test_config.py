@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from shapely.geometry import Point, shape
 
 from geospatial_pipeline.config import (
@@ -21,6 +26,7 @@ from geospatial_pipeline.config import (
 from geospatial_pipeline.errors import ConfigError
 from geospatial_pipeline.resources.stac import ScopeResource
 from geospatial_pipeline.stac.search import AoiQuery, SearchSettings, _base_params
+from tests.conftest import REPO
 
 SQUARE = {
     "type": "Polygon",
@@ -282,19 +288,48 @@ def test_start_date_as_an_unquoted_yaml_datetime_is_refused(
         load_config(path)
 
 
-def test_end_date_bounds_the_partitions_inclusively() -> None:
-    from geospatial_pipeline.definitions import build_assets
+# The date dimension every partitioned asset of a code location has, listed in the code
+# location's own interpreter: the module-level partitions come from GEOSPATIAL_PIPELINE_CONFIG
+# at import.
+LOCATION_DAYS = """
+import json
+from geospatial_pipeline.config import load_config
+from geospatial_pipeline.definitions import build_assets
+from geospatial_pipeline.partitions import DATE_DIMENSION
 
-    config = parse_config(with_("partitions.end_date", "2020-03-04"))
+days = {
+    json.dumps(a.partitions_def.get_partitions_def_for_dimension(DATE_DIMENSION).get_partition_keys())
+    for a in build_assets(load_config())
+    if getattr(a, "partitions_def", None) is not None
+}
+print("DAYS " + json.dumps([json.loads(d) for d in sorted(days)]))
+"""
+
+
+def location_days(config_path: Path) -> list[list[str]]:
+    """The distinct date-key lists of the partitioned assets of the code location
+    configured by ``config_path`` (one list when they all agree)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", LOCATION_DAYS],
+        cwd=REPO,
+        env={**os.environ, CONFIG_ENV_VAR: str(config_path)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    line = next(li for li in proc.stdout.splitlines() if li.startswith("DAYS "))
+    days: list[list[str]] = json.loads(line.removeprefix("DAYS "))
+    return days
+
+
+def test_end_date_bounds_the_partitions_inclusively(tmp_path: Path) -> None:
+    doc = with_("partitions.end_date", "2020-03-04")
+    config = parse_config(doc)
     assert config.partitions.end_date == dt.date(2020, 3, 4)
-    partitions = build_assets(config)[0].partitions_def
-    assert partitions is not None
-    assert partitions.get_partition_keys() == [
-        "2020-03-01",
-        "2020-03-02",
-        "2020-03-03",
-        "2020-03-04",
-    ]
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump({**doc, "storage": {"url": str(tmp_path / "objects")}}))
+    assert location_days(path) == [["2020-03-01", "2020-03-02", "2020-03-03", "2020-03-04"]]
 
 
 @pytest.mark.parametrize(
@@ -339,10 +374,7 @@ def test_default_max_partitions_counts_days_up_to_today() -> None:
 def test_demo_config_lists_only_the_days_it_has_data_for(tmp_path: Path) -> None:
     from geospatial_pipeline.demo import DEMO_DAY, write_config
 
-    config = load_config(write_config(tmp_path, "http://127.0.0.1:9"))
+    path = write_config(tmp_path, "http://127.0.0.1:9")
+    config = load_config(path)
     assert config.partitions.start_date == config.partitions.end_date == DEMO_DAY
-    from geospatial_pipeline.definitions import build_assets
-
-    partitions = build_assets(config)[0].partitions_def
-    assert partitions is not None
-    assert partitions.get_partition_keys() == [DEMO_DAY.isoformat()]
+    assert location_days(path) == [[DEMO_DAY.isoformat()]]
