@@ -21,19 +21,20 @@ from typing import Any
 
 import pytest
 import yaml
-from dagster import DagsterInstance, DagsterRunStatus, materialize
+from dagster import DagsterInstance, DagsterRunStatus
 
 from geospatial_pipeline.config import parse_config
-from geospatial_pipeline.definitions import build_assets
-from geospatial_pipeline.deployment import RASTER_POOL, RASTER_POOL_LIMITS
+from geospatial_pipeline.deployment import PARTITION_TAG, RASTER_POOL, RASTER_POOL_LIMITS
 from geospatial_pipeline.local.sample_catalog import generate_sample_catalog
 from geospatial_pipeline.local.stac_server import RustacStacServer
-from geospatial_pipeline.resources import build_resources
+from geospatial_pipeline.partitions import AOI_PARTITIONS_NAME
+from tests.partitioning import PARTITIONS, materialize_partition
 from tools.deploy_checks.helm import chart_instance_config, merged_values
 from tools.deploy_checks.k8s import PRODUCTION_INSTANCE, production_run_launcher_config
 
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
 DAY = dt.date(2024, 6, 15)
+PARTITION = f"toulouse|{DAY.isoformat()}"  # a (date, aoi) key as text: aoi|date
 BBOX = (1.40, 43.56, 1.41, 43.565)  # ~0.8 x 0.6 km: a few seconds to generate
 LOGS_BUCKET = "dagster-compute-logs"
 
@@ -178,7 +179,7 @@ def test_materialize_a_partition_into_postgres(
                 "stac": {"api_url": stac.url, "max_cloud_cover": 100},
                 "aois": [{"name": "toulouse", "bbox": list(BBOX)}],
                 "bands": ["red", "scl"],
-                "partitions": {"start_date": "2024-06-01"},
+                "partitions": PARTITIONS,
                 "storage": {"url": str(tmp_path / "objects")},
                 "warehouse": {"kind": "duckdb", "path": str(tmp_path / "w.duckdb")},
                 # The ingest assets are enough to exercise the instance's storage; the
@@ -186,14 +187,11 @@ def test_materialize_a_partition_into_postgres(
                 "transform": {"enabled": False},
             }
         )
-        result = materialize(
-            build_assets(config),
-            partition_key=DAY.isoformat(),
-            resources=build_resources(config),
-            # No run tag: the raster step is limited by the pool it names, not by the job.
-            instance=instance,
-        )
+        # No run tag: the raster step is limited by the pool it names, not by the job. The
+        # AOI is registered in this instance (its dynamic partitions live in PostgreSQL).
+        result = materialize_partition(config, DAY, "toulouse", instance=instance)
     assert result.success
+    assert instance.get_dynamic_partitions(AOI_PARTITIONS_NAME) == ["toulouse"]
     run_id = result.run_id
     # The step claimed a slot of the pool, whose limit came from the instance's default.
     (pool,) = [p for p in instance.event_log_storage.get_pool_limits() if p.name == RASTER_POOL]
@@ -205,11 +203,14 @@ def test_materialize_a_partition_into_postgres(
             "SELECT status, pipeline_name, partition FROM runs WHERE run_id = %s", (run_id,)
         )
         assert cur.fetchall() == [
-            (DagsterRunStatus.SUCCESS.value, "__ephemeral_asset_job__", DAY.isoformat())
+            (DagsterRunStatus.SUCCESS.value, "__ephemeral_asset_job__", PARTITION)
         ]
         cur.execute("SELECT key, value FROM run_tags WHERE run_id = %s", (run_id,))
         tags = dict(cur.fetchall())
-        assert tags["dagster/partition"] == DAY.isoformat()
+        # The value the run queue's one-run-per-partition limit counts (deployment.py).
+        assert tags[PARTITION_TAG] == PARTITION
+        assert tags[f"{PARTITION_TAG}/date"] == DAY.isoformat()
+        assert tags[f"{PARTITION_TAG}/aoi"] == "toulouse"
         cur.execute(
             "SELECT asset_key, partition FROM event_logs"
             " WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION'"
@@ -218,9 +219,9 @@ def test_materialize_a_partition_into_postgres(
         )
         materialized = cur.fetchall()
     assert materialized == [
-        ('["band_rasters"]', DAY.isoformat()),
-        ('["scene_metadata"]', DAY.isoformat()),
-        ('["stac_items"]', DAY.isoformat()),
+        ('["band_rasters"]', PARTITION),
+        ('["scene_metadata"]', PARTITION),
+        ('["stac_items"]', PARTITION),
     ]
 
     # The steps' stdout/stderr went to the compute logs bucket, under the prefix.

@@ -30,6 +30,7 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
 
 from geospatial_pipeline.demo import write_instance_config
 from geospatial_pipeline.deployment import PARTITION_TAG, RASTER_POOL_LIMITS, partition_run_limit
+from tests.partitioning import key
 
 
 def test_local_instance_has_the_partition_and_pool_limits(tmp_path: Path) -> None:
@@ -53,9 +54,15 @@ def queue_instance(tmp_path: Path) -> Iterator[DagsterInstance]:
 
 
 def test_queue_starts_one_run_per_partition(queue_instance: DagsterInstance) -> None:
-    """Two queued runs of one partition and one of another: the daemon starts one run of
-    each partition; the second run of the first waits until that one ends."""
-    day, other = "2024-06-15", "2024-06-16"
+    """Two queued runs of one (date, aoi) partition, one of the other AOI on the same day
+    and one of the same AOI on the next day: the daemon starts one run of each partition;
+    the second run of the first waits until that one ends. The limit is per partition key
+    (``aoi|date``), so neither the day nor the AOI alone holds a run back."""
+    partition, same_day, same_aoi = (
+        str(key(day, aoi))
+        for day, aoi in (("2024-06-15", "dunes"), ("2024-06-15", "wadi"), ("2024-06-16", "dunes"))
+    )
+    assert partition == "dunes|2024-06-15"  # the tag value Dagster gives a run of it
     # Queued runs name their code location (the daemon pauses a location that fails).
     origin = RemoteJobOrigin(
         RemoteRepositoryOrigin(
@@ -63,15 +70,15 @@ def test_queue_starts_one_run_per_partition(queue_instance: DagsterInstance) -> 
         ),
         "ingest_daily",
     )
-    first, second, third = (
+    first, second, third, fourth = (
         create_run_for_test(
             queue_instance,
             job_name="ingest_daily",
             status=DagsterRunStatus.QUEUED,
-            tags={PARTITION_TAG: partition},
+            tags={PARTITION_TAG: tag},
             remote_job_origin=origin,
         ).run_id
-        for partition in (day, day, other)
+        for tag in (partition, partition, same_day, same_aoi)
     )
 
     def dequeue() -> set[str]:
@@ -81,11 +88,11 @@ def test_queue_starts_one_run_per_partition(queue_instance: DagsterInstance) -> 
             list(QueuedRunCoordinatorDaemon(interval_seconds=1).run_iteration(context))
         return {
             run_id
-            for run_id in (first, second, third)
+            for run_id in (first, second, third, fourth)
             if queue_instance.get_run_by_id(run_id).status != DagsterRunStatus.QUEUED  # type: ignore[union-attr]
         }
 
-    assert dequeue() == {first, third}
-    assert dequeue() == {first, third}  # still held: the first run of the day is running
+    assert dequeue() == {first, third, fourth}
+    assert dequeue() == {first, third, fourth}  # still held: the partition's first run runs
     queue_instance.report_run_failed(queue_instance.get_run_by_id(first))  # type: ignore[arg-type]
-    assert dequeue() == {first, second, third}
+    assert dequeue() == {first, second, third, fourth}
