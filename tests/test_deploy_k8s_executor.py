@@ -9,7 +9,10 @@ involved: what is checked is the Job object that would be submitted.
 
 from __future__ import annotations
 
-import importlib
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,8 @@ from geospatial_pipeline.deployment import (
 )
 from geospatial_pipeline.errors import ConfigError
 from geospatial_pipeline.resources import build_resources
+from tests.conftest import REPO
+from tests.partitioning import PARTITIONS
 from tools.deploy_checks.helm import SAMPLE_TEMPLATE_VARS
 from tools.deploy_checks.k8s import step_job
 
@@ -53,7 +58,7 @@ def local_config(tmp_path: Path) -> Any:
         {
             "stac": {"api_url": "http://127.0.0.1:9/v1"},
             "aois": [{"name": "toulouse", "bbox": [1.40, 43.56, 1.43, 43.58]}],
-            "partitions": {"start_date": "2024-06-01"},
+            "partitions": PARTITIONS,
             "storage": {"url": str(tmp_path / "objects")},
             "warehouse": {"kind": "duckdb", "path": str(tmp_path / "w.duckdb")},
         }
@@ -201,36 +206,57 @@ def test_step_pods_get_their_resources_and_the_code_location_context(
         assert job["spec"]["ttlSecondsAfterFinished"] == 86400
 
 
-def test_definitions_are_wired_to_the_deployment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Once definitions.py/ingest.py use deployment.py (see its docstring), `defs` under
-    GEOSPATIAL_PIPELINE_ENV=prod has the Kubernetes executor, the run tag and the pod tag."""
+# The code location as a prod pod imports it: the environment variable is read when the
+# module-level assets are defined, so in an interpreter of its own.
+DESCRIBE_PROD = """
+import json
+from dagster import AssetKey
+from geospatial_pipeline.definitions import defs
+from geospatial_pipeline.deployment import HEAVY_TAG_KEY, K8S_CONFIG_TAG
+
+job = defs.resolve_job_def("ingest_daily")
+print("PROD " + json.dumps({
+    "executor": job.executor_def.name,
+    "run_tag": job.tags.get(HEAVY_TAG_KEY),
+    "pod_tags": {
+        name: defs.resolve_assets_def(AssetKey(name)).op.tags.get(K8S_CONFIG_TAG)
+        for name in ("band_rasters", "scene_products", "ndvi_composite", "stac_items")
+    },
+}))
+"""
+
+
+def test_definitions_are_wired_to_the_deployment(tmp_path: Path) -> None:
+    """`defs` under GEOSPATIAL_PIPELINE_ENV=prod has the Kubernetes executor, the run tag,
+    and the pod tag on every raster step (and only there)."""
     path = tmp_path / "pipeline.yaml"
     path.write_text(
         "aois: [{name: t, bbox: [1.40, 43.56, 1.43, 43.58]}]\n"
-        "partitions: {start_date: '2024-06-01'}\n"
+        f"partitions: {{start_date: '{PARTITIONS['start_date']}'}}\n"
         f"storage: {{url: '{tmp_path / 'objects'}'}}\n"
         f"warehouse: {{kind: duckdb, path: '{tmp_path / 'w.duckdb'}'}}\n"
     )
-    monkeypatch.setenv(CONFIG_ENV_VAR, str(path))
-    monkeypatch.setenv(DEPLOY_ENV_VAR, "prod")
-    import geospatial_pipeline.definitions as module
-
-    try:
-        defs = importlib.reload(module).defs
-        job = defs.resolve_job_def("ingest_daily")
-        band_rasters = defs.resolve_assets_def(AssetKey("band_rasters"))
-    finally:
-        monkeypatch.undo()
-        importlib.reload(module)
-    if job.executor_def.name != "k8s_job_executor":
-        pytest.skip("definitions.py does not use geospatial_pipeline.deployment yet")
-    assert job.tags[HEAVY_TAG_KEY] == HEAVY_TAG_VALUE
-    assert band_rasters.op.tags[K8S_CONFIG_TAG] == heavy_asset_tag("prod")
+    proc = subprocess.run(
+        [sys.executable, "-c", DESCRIBE_PROD],
+        cwd=REPO,
+        env={**os.environ, CONFIG_ENV_VAR: str(path), DEPLOY_ENV_VAR: "prod"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    line = next(li for li in proc.stdout.splitlines() if li.startswith("PROD "))
+    got = json.loads(line.removeprefix("PROD "))
+    assert got["executor"] == "k8s_job_executor"
+    assert got["run_tag"] == HEAVY_TAG_VALUE
+    heavy = heavy_asset_tag("prod")
+    assert got["pod_tags"] == {
+        "band_rasters": heavy,
+        "scene_products": heavy,
+        "ndvi_composite": heavy,
+        "stac_items": None,
+    }
 
 
 def heavy_asset_tag(environment: Any) -> str:
-    import json
-
     return json.dumps(heavy_pod_tags(environment)[K8S_CONFIG_TAG], sort_keys=True)
