@@ -99,9 +99,12 @@ def build_late_scenes_sensor(job_name: str, settings: LateDataConfig) -> SensorD
         )
         store = object_store.store()
         registered = set(context.instance.get_dynamic_partitions(AOI_PARTITIONS_NAME))
-        # Retired AOIs are not watched: no future runs for them.
+        # Retired AOIs are not watched: no runs for them from their retirement day on. One
+        # retired from a later day is still active (the schedule runs it until then).
         records = [
-            r for r in registry.load_all(store) if r.name in registered and r.retired_on is None
+            r
+            for r in registry.load_all(store)
+            if r.name in registered and (r.retired_on is None or now.date() < r.retired_on)
         ]
         if not records:
             return SkipReason("no registered AOI to watch (run `aois sync` or send a request)")
