@@ -208,21 +208,34 @@ def test_pipeline_config_of_each_environment_is_valid(environment: str) -> None:
     assert config.storage.is_s3
     require_secrets(config, {"SNOWFLAKE_PASSWORD": "set-by-the-secret"})
     # The data bucket's lifecycle rules cover the prefixes the pipeline writes.
-    from geospatial_pipeline.layout import late_record_key, processed_prefix, raw_prefix
+    from geospatial_pipeline.layout import (
+        Partition,
+        late_record_key,
+        processed_prefix,
+        raw_prefix,
+    )
+    from geospatial_pipeline.ondemand.registry import aoi_key
+    from geospatial_pipeline.ondemand.requests import incoming_key, status_key
     from geospatial_pipeline.storage.object_store import TMP_PREFIX
 
     rules = tf.unquote_all(tf.locals_of(tf.MODULES["aws"])["buckets"])["data"]
     day = dt.date(2024, 6, 15)
+    part = Partition(day, "a")
 
     def top(prefix: str) -> str:
         return "${var.data_prefix}/" + prefix.split("/")[0] + "/"
 
-    assert rules["raw"]["prefix"] == top(raw_prefix("c", day))
-    assert rules["processed"]["prefix"] == top(processed_prefix("c", day))
+    assert rules["raw"]["prefix"] == top(raw_prefix("c", part))
+    assert rules["processed"]["prefix"] == top(processed_prefix("c", part))
     assert rules["tmp"]["prefix"] == top(TMP_PREFIX)
     assert rules["tmp"]["expire"] == 1
-    # Late-scene records are kept (no rule expires them).
-    assert late_record_key(day, "x").split("/")[0] not in json.dumps(rules)
+    # Late-scene records, the AOI registry (every partition's geometry) and the request
+    # documents are kept: no rule expires or moves them.
+    kept = [late_record_key(day, "x"), aoi_key("a"), incoming_key("r1"), status_key("r1")]
+    ruled = {rule["prefix"] for rule in rules.values()}
+    for key in kept:
+        assert top(key) not in ruled, key
+        assert not any(("${var.data_prefix}/" + key).startswith(p) for p in ruled), key
 
 
 def test_code_location_role_is_least_privilege() -> None:

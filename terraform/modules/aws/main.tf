@@ -26,11 +26,13 @@ locals {
   tags       = merge(var.tags, { Application = var.name, Environment = var.environment })
 
   # Two buckets: the pipeline's data (one storage root, as the pipeline lays it out:
-  # <data_prefix>/raw/, processed/, late_data/, stac/, manifests/) and Dagster's compute
-  # logs. Both KMS-encrypted, versioned, TLS-only, private, access-logged. Lifecycle rules
-  # per prefix, in days (null = never): `transition_ia` moves objects to Standard-IA,
-  # `expire` deletes them. `_tmp/` held half-written uploads of releases that published by
-  # copy (now one checksummed PutObject); the rule clears what a crash left there.
+  # <data_prefix>/raw/, processed/, late_data/, stac/, manifests/, aois/ (the AOI registry),
+  # requests/) and Dagster's compute logs. Both KMS-encrypted, versioned, TLS-only,
+  # private, access-logged. Lifecycle rules per prefix, in days (null = never):
+  # `transition_ia` moves objects to Standard-IA, `expire` deletes them (never the
+  # registry, the requests or the late-data records). `_tmp/` held half-written uploads
+  # of releases that published by copy (now one checksummed PutObject); the rule clears
+  # what a crash left there.
   buckets = {
     data = {
       raw       = { prefix = "${var.data_prefix}/raw/", transition_ia = var.lifecycle_days.raw_to_ia, expire = null }
