@@ -5,57 +5,58 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dagster import DagsterInstance, materialize
 from pydantic import ValidationError
 
 from geospatial_pipeline.config import parse_config
-from geospatial_pipeline.definitions import build_assets
 from geospatial_pipeline.errors import ConfigError
 from geospatial_pipeline.resources import build_resources
 from geospatial_pipeline.resources.stac import AoiSpec, ScopeResource
 from geospatial_pipeline.resources.storage import ObjectStoreResource
+from tests.partitioning import PARTITIONS, materialize_partition
+
+OK_AOI = AoiSpec(name="ok", bbox=[0, 0, 1, 1])
 
 
 @pytest.mark.parametrize(
-    ("aois", "message"),
+    ("aois", "bands", "message"),
     [
-        ([AoiSpec(name="a", bbox=[1.0, 2.0, 0.0, 3.0])], "aois.0: bbox is inverted"),
+        ([AoiSpec(name="a", bbox=[1.0, 2.0, 0.0, 3.0])], ["red"], "aois.0: bbox is inverted"),
         (
             [AoiSpec(name="a", bbox=[0, 0, 1, 1]), AoiSpec(name="a", bbox=[2, 2, 3, 3])],
+            ["red"],
             "duplicate AOI name 'a'",
         ),
-        ([AoiSpec(name="a", geometry_json="{not json")], "geometry_json is not JSON"),
+        ([AoiSpec(name="a", geometry_json="{not json")], ["red"], "geometry_json is not JSON"),
+        # The run's own AOI is fine; its bands were emptied.
+        ([OK_AOI], [], "bands: List should have at least 1 item"),
     ],
 )
 def test_invalid_scope_fails_before_writing(
-    tmp_path: Path, aois: list[AoiSpec], message: str
+    tmp_path: Path, aois: list[AoiSpec], bands: list[str], message: str
 ) -> None:
+    """The run is for the registered AOI 'ok' (its geometry comes from the registry); the
+    scope resource edited in the launchpad is still checked as the YAML file would be."""
     config = parse_config(
         {
             # Nothing listens on port 9: the search must never be reached.
             "stac": {"api_url": "http://127.0.0.1:9", "max_retries": 0, "timeout_s": 1},
             "aois": [{"name": "ok", "bbox": [0, 0, 1, 1]}],
-            "partitions": {"start_date": "2020-01-01"},
+            "partitions": PARTITIONS,
             "storage": {"url": str(tmp_path / "objects")},
             "warehouse": {"kind": "duckdb", "path": str(tmp_path / "w.duckdb")},
         }
     )
-    resources = {**build_resources(config), "scope": ScopeResource(aois=aois, bands=["red"])}
-    with DagsterInstance.ephemeral() as instance:
-        result = materialize(
-            build_assets(config),
-            partition_key="2020-03-02",
-            resources=resources,
-            instance=instance,
-            raise_on_error=False,
-        )
+    resources = {**build_resources(config), "scope": ScopeResource(aois=aois, bands=bands)}
+    result = materialize_partition(config, "2020-03-02", "ok", resources=resources)
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     error = failure.step_failure_data.error
     assert error is not None
     text = error.to_string()
     assert ConfigError.__name__ in text and message in text
-    assert not (tmp_path / "objects").exists()
+    # Only the registry, written when 'ok' was registered before the run.
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert written == ["objects/aois/ok.geojson"]
     assert not (tmp_path / "w.duckdb").exists()
 
 

@@ -15,17 +15,16 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
-from dagster import DagsterInstance, materialize
+from dagster import DagsterInstance
 from shapely.geometry import box
 
 from geospatial_pipeline.config import parse_config
-from geospatial_pipeline.definitions import build_assets
 from geospatial_pipeline.local.stac_server import RustacStacServer
 from geospatial_pipeline.raster.cog import gdal_env, validate_cog_path
 from geospatial_pipeline.raster.window import aoi_window
-from geospatial_pipeline.resources import build_resources
 from geospatial_pipeline.resources.storage import ObjectStoreResource
 from tests.conftest import S2_COGS
+from tests.partitioning import PARTITIONS, materialize_partition
 
 DAY = "2020-02-19"
 ITEM = "S2A_29RKH_20200219_0_L2A"
@@ -77,7 +76,7 @@ def pipeline_config(
             "stac": {"api_url": stac_url, "page_size": 2},
             "aois": AOIS,
             "bands": BANDS,
-            "partitions": {"start_date": "2020-01-01"},
+            "partitions": PARTITIONS,
             "storage": {"url": f"s3://{bucket}/pipeline", "endpoint_url": s3.endpoint_url},
             "warehouse": warehouse,
         }
@@ -106,20 +105,27 @@ def s3_env(s3: Any) -> Iterator[None]:
 def materialize_day(
     config: Any,
     *,
-    partition_key: str = DAY,
+    day: str = DAY,
+    aois: list[str] | None = None,
     selection: Any = None,
     raise_on_error: bool = False,
-) -> Any:
-    """One partition of the configured graph in a throwaway instance (no run history)."""
+) -> dict[str, Any]:
+    """Every configured AOI's (day, aoi) partition (or those of ``aois``), one run each as
+    the schedule launches them, in one throwaway instance (no earlier run history):
+    {aoi: result}."""
+    names = [a.name for a in config.aois] if aois is None else aois
     with DagsterInstance.ephemeral() as instance:
-        return materialize(
-            build_assets(config),
-            partition_key=partition_key,
-            resources=build_resources(config),
-            instance=instance,
-            selection=selection,
-            raise_on_error=raise_on_error,
-        )
+        return {
+            name: materialize_partition(
+                config,
+                day,
+                name,
+                instance=instance,
+                selection=selection,
+                raise_on_error=raise_on_error,
+            )
+            for name in names
+        }
 
 
 def object_store_resource(s3: Any, bucket: str) -> ObjectStoreResource:
@@ -131,13 +137,20 @@ def object_store_resource(s3: Any, bucket: str) -> ObjectStoreResource:
     )
 
 
-def run_partition(config: Any, expected_checks: set[str] | None = None) -> Any:
-    result = materialize_day(config, raise_on_error=True)
-    assert result.success
-    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+def run_partition(config: Any, expected_checks: set[str] | None = None) -> dict[str, Any]:
+    """The day's (day, aoi) partitions, each of which must succeed with every expected
+    check passing: {aoi: result}."""
+    results = materialize_day(config, raise_on_error=True)
+    assert set(results) == {a.name for a in config.aois}
     expected = expected_checks or {"cogs_valid", "no_quarantined_items", "objects_match_rows"}
-    assert checks == dict.fromkeys(expected, True)
-    return result
+    for aoi, result in results.items():
+        assert result.success, aoi
+        evaluations = result.get_asset_check_evaluations()
+        assert {e.check_name for e in evaluations} == expected, aoi
+        # By (asset, check): two assets have checks of the same name.
+        failed = [(e.asset_key.to_user_string(), e.check_name) for e in evaluations if not e.passed]
+        assert failed == [], (aoi, failed)
+    return results
 
 
 def mat_meta(result: Any, key: str) -> dict[str, Any]:
@@ -162,7 +175,9 @@ def check_pipeline_output(s3: Any, bucket: str, config: Any) -> dict[str, tuple[
         for aoi in AOIS
         for band in BANDS
     )
-    assert f"pipeline/stac/sentinel-2-l2a/{DAY}/items.json" in objects
+    for aoi in AOIS:
+        assert f"pipeline/stac/sentinel-2-l2a/{DAY}/{aoi['name']}/items.json" in objects
+        assert f"pipeline/manifests/sentinel-2-l2a/{DAY}/{aoi['name']}/band_rasters.json" in objects
     assert not any(k.startswith("pipeline/_tmp/") for k in objects)
 
     store_res = object_store_resource(s3, bucket)
@@ -204,17 +219,21 @@ def test_materialize_partition_into_s3_and_duckdb(
     with s3_env(s3_server):
         first = run_partition(config)
         objects_1 = check_pipeline_output(s3_server, bucket, config)
-        meta = mat_meta(first, "band_rasters")
-        assert meta["objects"] == 10 and meta["objects_written"] == 10
-        assert mat_meta(first, "stac_items")["items"] == 1
-        assert mat_meta(first, "scene_metadata")["rows"] == 2
+        # Each partition wrote its own AOI's five bands and one row, from one item.
+        for aoi, result in first.items():
+            meta = mat_meta(result, "band_rasters")
+            assert meta["objects"] == 5 and meta["objects_written"] == 5, aoi
+            assert meta["prefix"].endswith(f"raw/sentinel-2-l2a/{DAY}/{aoi}"), aoi
+            assert mat_meta(result, "stac_items")["items"] == 1, aoi
+            assert mat_meta(result, "scene_metadata")["rows"] == 1, aoi
 
-        # Same partition again: identical objects, nothing rewritten, no duplicate rows.
+        # Same partitions again: identical objects, nothing rewritten, no duplicate rows.
         second = run_partition(config)
         objects_2 = list_objects(s3_server, bucket)
     assert objects_2 == objects_1
-    meta2 = mat_meta(second, "band_rasters")
-    assert meta2["objects_written"] == 0 and meta2["objects_unchanged"] == 10
+    for aoi, result in second.items():
+        meta2 = mat_meta(result, "band_rasters")
+        assert meta2["objects_written"] == 0 and meta2["objects_unchanged"] == 5, aoi
 
     import duckdb
 
@@ -283,5 +302,8 @@ def test_materialize_partition_into_s3_and_snowflake(
                 "FROM scene_metadata ORDER BY aoi"
             )
             rows = cur.fetchall()
-    assert mat_meta(first, "scene_metadata")["rows"] == 2
+    assert {aoi: mat_meta(r, "scene_metadata")["rows"] for aoi, r in first.items()} == {
+        "dunes": 1,
+        "wadi": 1,
+    }
     assert rows == [(ITEM, "dunes", 5, "S2MSI2A"), (ITEM, "wadi", 5, "S2MSI2A")]

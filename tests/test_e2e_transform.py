@@ -108,12 +108,17 @@ def test_products_and_items_published(pipeline_run: dict[str, Any]) -> None:
             assert f"{prefix}/{aoi}/{ITEM}/{layer}.tif" in objects
         assert f"{prefix}/{aoi}/{ITEM}/item.json" in objects
         assert f"{prefix}/{aoi}/composite/ndvi_median.tif" in objects
-    meta = mat_meta(pipeline_run["first"], "scene_products")
-    assert meta["scenes"] == 2 and meta["stac_items"] == 2 and meta["objects"] == 12
-    meta = mat_meta(pipeline_run["first"], "ndvi_composite")
-    assert meta["aois"] == 2 and meta["objects"] == 2
-    meta = mat_meta(pipeline_run["first"], "stac_catalog")
-    assert meta["stac_items"] == 4
+    for aoi, result in pipeline_run["first"].items():
+        # Each partition made its own AOI's products: one scene, six layers, one composite.
+        meta = mat_meta(result, "scene_products")
+        assert meta["scenes"] == 1 and meta["stac_items"] == 1 and meta["objects"] == 6, aoi
+        meta = mat_meta(result, "ndvi_composite")
+        assert meta["scenes"] == 1 and meta["objects"] == 1, aoi
+        assert meta["summary"].startswith(f"{aoi}: median of 1 scene"), aoi
+        meta = mat_meta(result, "stac_catalog")
+        assert meta["stac_items"] == 2, aoi
+        sub_catalog = f"{prefix}/{aoi}/collection.json"
+        assert sub_catalog in objects, aoi
 
 
 def test_rerun_is_identical(pipeline_run: dict[str, Any]) -> None:
@@ -377,17 +382,28 @@ def test_an_aoi_without_scenes_is_visible_and_warned(
         }
     )
     with s3_env(s3_server):
-        result = materialize_day(config)
-    assert result.success
-    assert "open-sea: 0 scenes" in mat_meta(result, "daily_aoi_stats")["scenes_per_aoi"]
+        results = materialize_day(config)
+    assert {aoi: r.success for aoi, r in results.items()} == {
+        "open-sea": True,
+        **{a["name"]: True for a in AOIS},
+    }
+    for aoi, result in results.items():
+        scenes = 0 if aoi == "open-sea" else 1
+        summary = f"{aoi}: {scenes} scene{'s' * (scenes != 1)}"
+        assert mat_meta(result, "daily_aoi_stats")["scenes_per_aoi"] == summary
+        check = next(
+            e
+            for e in result.get_asset_check_evaluations()
+            if e.check_name == "aoi_has_usable_scenes"
+        )
+        assert check.severity.value == "WARN"
+        # Only the partition of the AOI without a scene warns, and names it.
+        assert check.passed == (aoi != "open-sea"), aoi
+        stale = check.metadata["aois_without_usable_scene"].value  # type: ignore[attr-defined]
+        assert stale == ([] if check.passed else ["open-sea"]), aoi
     with duckdb.connect(str(db), read_only=True) as con:
         rows = dict(con.execute("SELECT aoi, scenes_used FROM daily_aoi_stats").fetchall())
     assert rows == {"open-sea": 0, **{a["name"]: 1 for a in AOIS}}
-    check = next(
-        e for e in result.get_asset_check_evaluations() if e.check_name == "aoi_has_usable_scenes"
-    )
-    assert not check.passed and check.severity.value == "WARN"
-    assert check.metadata["aois_without_usable_scene"].value == ["open-sea"]  # type: ignore[attr-defined]
 
 
 def test_days_without_usable_scene_needs_every_day_and_valid_pixels() -> None:

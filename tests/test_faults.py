@@ -42,6 +42,7 @@ from geospatial_pipeline.local.stac_server import RustacStacServer
 from tests import conftest
 from tests.conftest import REPO, S2_COGS, SOURCE_BUCKET, SOURCE_PREFIX, require_shared_data
 from tests.fault_proxy import FAULT_KINDS, FaultProxy
+from tests.partitioning import PARTITIONS
 from tests.test_e2e import AOIS, BANDS, DAY, FILES, ITEM, mat_meta, materialize_day, s3_env
 
 SEED = 20200219
@@ -87,7 +88,7 @@ def config_for(stac_url: str, s3: Any, bucket: str, db: Path, *, transform: bool
             },
             "aois": AOIS,
             "bands": BANDS,
-            "partitions": {"start_date": "2020-01-01"},
+            "partitions": PARTITIONS,
             "storage": {"url": f"s3://{bucket}/pipeline", "endpoint_url": s3.endpoint_url},
             "warehouse": {"kind": "duckdb", "path": str(db)},
             "transform": TRANSFORM if transform else {"enabled": False},
@@ -95,13 +96,18 @@ def config_for(stac_url: str, s3: Any, bucket: str, db: Path, *, transform: bool
     )
 
 
-def materialize_clean(config: Any) -> Any:
-    """The day, which must succeed with every asset check passing."""
-    result = materialize_day(config, raise_on_error=True)
-    assert result.success
-    checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks and all(checks.values()), checks
-    return result
+def materialize_clean(config: Any) -> dict[str, Any]:
+    """The day's (day, aoi) partitions, each of which must succeed with every asset check
+    passing: {aoi: result}."""
+    results = materialize_day(config, raise_on_error=True)
+    for aoi, result in results.items():
+        assert result.success, aoi
+        checks = {
+            (e.asset_key.to_user_string(), e.check_name): e.passed
+            for e in result.get_asset_check_evaluations()
+        }
+        assert checks and all(checks.values()), (aoi, checks)
+    return results
 
 
 @dataclass
@@ -144,11 +150,23 @@ def snapshot(s3: Any, bucket: str, db: Path) -> Snapshot:
     return Snapshot(read_objects(s3, bucket), read_rows(db))
 
 
-def wipe(s3: Any, bucket: str) -> None:
+# The AOI registry: written when the AOIs are registered, before any partition runs.
+REGISTRY_PREFIX = "pipeline/aois/"
+
+
+def wipe(s3: Any, bucket: str, *, keep_registry: bool = False) -> None:
+    """Delete every object; with ``keep_registry`` the registered AOIs stay, so a run
+    starts from an empty store as far as partitions go, with the same registrations."""
     client = s3.boto3_client()
     for key in read_objects(s3, bucket):
-        client.delete_object(Bucket=bucket, Key=key)
-    assert read_objects(s3, bucket) == {}
+        if not (keep_registry and key.startswith(REGISTRY_PREFIX)):
+            client.delete_object(Bucket=bucket, Key=key)
+    left = set(read_objects(s3, bucket))
+    assert all(k.startswith(REGISTRY_PREFIX) for k in left) if keep_registry else left == set()
+
+
+def items_keys() -> dict[str, str]:
+    return {a["name"]: f"pipeline/stac/sentinel-2-l2a/{DAY}/{a['name']}/items.json" for a in AOIS}
 
 
 def band_keys() -> set[str]:
@@ -205,10 +223,13 @@ def clean_run(
     s3_server.create_bucket(bucket)
     db = tmp_path_factory.mktemp("clean") / "w.duckdb"
     with s3_env(s3_server):
-        result = materialize_clean(config_for(stac_server.url, s3_server, bucket, db))
-    assert mat_meta(result, "stac_items")["items"] == 1
+        results = materialize_clean(config_for(stac_server.url, s3_server, bucket, db))
+    assert {aoi: mat_meta(r, "stac_items")["items"] for aoi, r in results.items()} == {
+        a["name"]: 1 for a in AOIS
+    }
     clean = snapshot(s3_server, bucket, db)
     assert band_keys() <= set(clean.objects)
+    assert set(items_keys().values()) <= set(clean.objects)
     assert len(clean.rows["scene_metadata"]) == len(AOIS)
     return clean
 
@@ -218,13 +239,13 @@ def test_partition_through_faulty_stac_api_equals_clean_run(
     s3_server: Any, stac_server: RustacStacServer, clean_run: Snapshot, tmp_path: Path
 ) -> None:
     bucket = "faults-clean"  # same bucket and prefix: object URLs in rows compare exactly
-    wipe(s3_server, bucket)
+    wipe(s3_server, bucket, keep_registry=True)
     db = tmp_path / "w.duckdb"
     with (
         FaultProxy(stac_server.url, seed=SEED, fault_rate=0.3, stall_s=2 * STAC_TIMEOUT_S) as proxy,
         s3_env(s3_server),
     ):
-        result = materialize_clean(config_for(proxy.url, s3_server, bucket, db))
+        results = materialize_clean(config_for(proxy.url, s3_server, bucket, db))
         proxy_url = proxy.url
     faulted = snapshot(s3_server, bucket, db)
 
@@ -243,17 +264,19 @@ def test_partition_through_faulty_stac_api_equals_clean_run(
         for b in answered
     }
     assert len(pages) >= len(AOIS) * (1 + CLOUDY_PASSES), sorted(pages)
-    meta = mat_meta(result, "stac_items")
-    assert meta["items"] == 1 and meta["matched_by_api"] == len(AOIS) * (1 + CLOUDY_PASSES)
+    for aoi, result in results.items():
+        meta = mat_meta(result, "stac_items")
+        assert meta["items"] == 1 and meta["matched_by_api"] == 1 + CLOUDY_PASSES, aoi
 
-    # Same items: the saved ItemCollection differs only by the address of the API.
-    items_key = f"pipeline/stac/sentinel-2-l2a/{DAY}/items.json"
-    assert proxy_url.encode() in faulted.objects[items_key]
-    restored = faulted.objects[items_key].replace(proxy_url.encode(), stac_server.url.encode())
-    assert restored == clean_run.objects[items_key]
+    # Same items: each saved ItemCollection differs only by the address of the API.
+    for items_key in items_keys().values():
+        assert proxy_url.encode() in faulted.objects[items_key]
+        restored = faulted.objects[items_key].replace(proxy_url.encode(), stac_server.url.encode())
+        assert restored == clean_run.objects[items_key]
     # Same objects, byte for byte; same rows, every column.
-    others = {k: v for k, v in faulted.digests().items() if k != items_key}
-    assert others == {k: v for k, v in clean_run.digests().items() if k != items_key}
+    skip = set(items_keys().values())
+    others = {k: v for k, v in faulted.digests().items() if k not in skip}
+    assert others == {k: v for k, v in clean_run.digests().items() if k not in skip}
     assert faulted.rows == clean_run.rows
     print(
         f"STAC faults: compared {len(faulted.objects)} objects and "
@@ -339,14 +362,16 @@ def test_object_store_killed_mid_partition_rerun_converges(
             materialize_clean(config_for(stac_server.url, server, bucket, clean_db))
         clean = snapshot(server, bucket, clean_db)
         assert band_keys() <= set(clean.objects)
-        wipe(server, bucket)
+        wipe(server, bucket, keep_registry=True)
 
         config = config_for(stac_server.url, server, bucket, killed_db)
         ports = server.ports
         killer = KillAfterPuts(server, bucket, after=4)
         with monkeypatch.context() as mp, s3_env(server):
             killer.install(mp)
-            failed = materialize_day(config)
+            # The first AOI's partition: the store dies under its band writes (the
+            # other partition's run would find it down before writing anything).
+            failed = materialize_day(config, aois=[AOIS[0]["name"]])[AOIS[0]["name"]]
         assert killer.killed.is_set(), f"only {killer.puts} band PutObjects were seen"
         assert not failed.success
         server.stop()
@@ -385,6 +410,8 @@ def test_object_store_killed_mid_partition_rerun_converges(
 # When the products of a run were made (STAC `processing:datetime`, the manifest's and the
 # catalog's `created`): a fresh store gets this run's time, everything else is equal.
 RUN_TIME_FIELDS = {
+    # The AOI registry: when the AOI was registered (again, in an emptied store).
+    ".geojson": "created",
     "item.json": "processing:datetime",
     "scene_products.json": "created",
     "ndvi_composite.json": "created",

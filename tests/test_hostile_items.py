@@ -26,6 +26,7 @@ from geospatial_pipeline.stac.models import ItemValidationError, validate_item
 from geospatial_pipeline.stac.search import AoiQuery, SearchSettings, open_client, search_day
 from geospatial_pipeline.storage.keys import sanitize_component
 from tests.conftest import EARTH_SEARCH, S2_COGS, SOURCE_BUCKET, SOURCE_PREFIX
+from tests.partitioning import PARTITIONS
 from tests.replay_server import Recorded, replay_server
 from tests.test_e2e import materialize_day, s3_env
 
@@ -103,7 +104,7 @@ def _config(stac_url: str, s3: Any, bucket: str, tmp_path: Path) -> Any:
             "stac": {"api_url": stac_url, "allowed_asset_hosts": [f"s3://{SOURCE_BUCKET}"]},
             "aois": AOIS,
             "bands": BANDS,
-            "partitions": {"start_date": "2020-01-01"},
+            "partitions": PARTITIONS,
             "storage": {"url": f"s3://{bucket}/pipeline", "endpoint_url": s3.endpoint_url},
             "warehouse": {"kind": "duckdb", "path": str(tmp_path / "w.duckdb")},
         }
@@ -120,7 +121,7 @@ def test_hostile_items_are_invalid_and_nothing_is_written_for_them(
     s3_server.create_bucket(bucket)
     config = _config(stac_url, s3_server, bucket, tmp_path)
     with s3_env(s3_server):
-        result = materialize_day(config)
+        result = materialize_day(config)["dunes"]
     mats = result.asset_materializations_for_node("stac_items")
     assert mats, "stac_items did not materialize"
     meta = {k: getattr(v, "value", v) for k, v in mats[-1].metadata.items()}
@@ -142,9 +143,9 @@ def test_hostile_items_are_invalid_and_nothing_is_written_for_them(
     for item_id in fields:
         assert not any(sanitize_component(item_id) in k for k in keys), item_id
     stored = json.loads(
-        client.get_object(Bucket=bucket, Key=f"pipeline/stac/sentinel-2-l2a/{DAY}/items.json")[
-            "Body"
-        ].read()
+        client.get_object(
+            Bucket=bucket, Key=f"pipeline/stac/sentinel-2-l2a/{DAY}/dunes/items.json"
+        )["Body"].read()
     )
     assert [f["id"] for f in stored["features"]] == [GOOD]
     import duckdb
@@ -263,7 +264,7 @@ def test_configured_hosts_replace_the_defaults() -> None:
 BASE_CONFIG = {
     "aois": AOIS,
     "bands": BANDS,
-    "partitions": {"start_date": "2020-01-01"},
+    "partitions": PARTITIONS,
     "storage": {"url": "s3://bucket/prefix"},
     "warehouse": {"kind": "duckdb", "path": "/tmp/w.duckdb"},
 }

@@ -118,29 +118,35 @@ def test_bad_items_are_quarantined_and_the_rest_of_the_day_lands(
         searched = materialize_day(
             before, selection=AssetSelection.assets("stac_items"), raise_on_error=True
         )
-        assert searched.success
-        result = materialize_day(config, selection=downstream, raise_on_error=True)
+        assert all(r.success for r in searched.values()) and len(searched) == len(AOIS)
+        results = materialize_day(config, selection=downstream, raise_on_error=True)
 
-    # The run succeeds: the day flows on; the failed check says what was skipped.
-    assert result.success
-    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    failed = {name for name, e in evaluations.items() if not e.passed}
-    assert failed == {"no_quarantined_items"}
-    check = evaluations["no_quarantined_items"]
-    assert check.severity == AssetCheckSeverity.ERROR
-    listed = {q["id"]: q["reason"] for q in check.metadata["quarantined"].value}  # type: ignore[union-attr]
-    assert set(listed) == set(BAD)
-    assert "asset not found" in listed[MISSING] and "absent/B04.tif" in listed[MISSING]
-    assert listed[MISSING].startswith("red")
-    assert "corrupt or truncated" in listed[TRUNCATED] and listed[TRUNCATED].startswith("red")
-    assert "not a readable raster" in listed[NOT_RASTER] and listed[NOT_RASTER].startswith("scl")
-    assert listed[NO_NIR] == "nir: no 'nir' asset with an href"
-    for item_id in BAD:
-        assert item_id in (check.description or "")
-    mats = result.asset_materializations_for_node("band_rasters")
-    meta = mats[-1].metadata
-    assert meta["items_quarantined"].value == 4
-    assert {q["id"] for q in meta["quarantined"].value} == set(BAD)  # type: ignore[union-attr]
+    # Every item covers both AOIs: each partition quarantines the same four, for the same
+    # reasons, and flows on.
+    listed_per_aoi = {}
+    for aoi, result in results.items():
+        # The run succeeds: the day flows on; the failed check says what was skipped.
+        assert result.success, aoi
+        evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        failed = {name for name, e in evaluations.items() if not e.passed}
+        assert failed == {"no_quarantined_items"}, aoi
+        check = evaluations["no_quarantined_items"]
+        assert check.severity == AssetCheckSeverity.ERROR
+        listed = {q["id"]: q["reason"] for q in check.metadata["quarantined"].value}  # type: ignore[union-attr]
+        assert set(listed) == set(BAD), aoi
+        assert "asset not found" in listed[MISSING] and "absent/B04.tif" in listed[MISSING]
+        assert listed[MISSING].startswith("red")
+        assert "corrupt or truncated" in listed[TRUNCATED] and listed[TRUNCATED].startswith("red")
+        assert "not a readable raster" in listed[NOT_RASTER]
+        assert listed[NOT_RASTER].startswith("scl")
+        assert listed[NO_NIR] == "nir: no 'nir' asset with an href"
+        for item_id in BAD:
+            assert item_id in (check.description or "")
+        mats = result.asset_materializations_for_node("band_rasters")
+        meta = mats[-1].metadata
+        assert meta["items_quarantined"].value == 4
+        assert {q["id"] for q in meta["quarantined"].value} == set(BAD)  # type: ignore[union-attr]
+        listed_per_aoi[aoi] = listed
 
     # The good item's objects and rows land; nothing of the quarantined ones is kept.
     objects = list_objects(s3_server, bucket)
@@ -164,14 +170,15 @@ def test_bad_items_are_quarantined_and_the_rest_of_the_day_lands(
         str(S2_COGS / "B04.tif"), SOURCE_BUCKET, f"{BROKEN_PREFIX}/absent/B04.tif"
     )
     with s3_env(s3_server):
-        rerun = materialize_day(config, selection=downstream, raise_on_error=True)
-    assert rerun.success
-    check = next(
-        e for e in rerun.get_asset_check_evaluations() if e.check_name == "no_quarantined_items"
-    )
-    relisted = {q["id"]: q["reason"] for q in check.metadata["quarantined"].value}  # type: ignore[union-attr]
-    # The others stay quarantined, for the same reasons word for word.
-    assert relisted == {k: v for k, v in listed.items() if k != MISSING}
+        reruns = materialize_day(config, selection=downstream, raise_on_error=True)
+    for aoi, rerun in reruns.items():
+        assert rerun.success, aoi
+        check = next(
+            e for e in rerun.get_asset_check_evaluations() if e.check_name == "no_quarantined_items"
+        )
+        relisted = {q["id"]: q["reason"] for q in check.metadata["quarantined"].value}  # type: ignore[union-attr]
+        # The others stay quarantined, for the same reasons word for word.
+        assert relisted == {k: v for k, v in listed_per_aoi[aoi].items() if k != MISSING}, aoi
     assert rows(db) == [
         (ITEM, "dunes", 5),
         (ITEM, "wadi", 5),
@@ -301,7 +308,8 @@ def test_a_day_on_which_every_item_fails_is_refused_and_keeps_its_rows(
             config = pipeline_config(
                 server.url, s3_server, bucket, {"kind": "duckdb", "path": str(db)}
             )
-            assert materialize_day(config, raise_on_error=True).success
+            landed_runs = materialize_day(config, raise_on_error=True)
+            assert all(r.success for r in landed_runs.values())
         landed = rows(db)
         objects = list_objects(s3_server, bucket)
         assert landed and objects
@@ -309,12 +317,14 @@ def test_a_day_on_which_every_item_fails_is_refused_and_keeps_its_rows(
             config = pipeline_config(
                 server.url, s3_server, bucket, {"kind": "duckdb", "path": str(db)}
             )
-            result = materialize_day(config)
-    assert not result.success
-    failure = next(e for e in result.all_events if e.is_step_failure)
-    assert failure.step_key == "band_rasters"
-    text = failure.step_failure_data.error.to_string()  # type: ignore[union-attr]
-    assert "every item of the day failed" in text and ITEM in text and "moved/B04.tif" in text
+            results = materialize_day(config)
+    assert set(results) == {a["name"] for a in AOIS}
+    for aoi, result in results.items():
+        assert not result.success, aoi
+        failure = next(e for e in result.all_events if e.is_step_failure)
+        assert failure.step_key == "band_rasters", aoi
+        text = failure.step_failure_data.error.to_string()  # type: ignore[union-attr]
+        assert "every item of the day failed" in text and ITEM in text and "moved/B04.tif" in text
     assert rows(db) == landed
     after = list_objects(s3_server, bucket)
     assert {k: v for k, v in after.items() if "/raw/" in k} == {

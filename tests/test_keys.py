@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from geospatial_pipeline.errors import StorageError
-from geospatial_pipeline.layout import band_key
+from geospatial_pipeline.layout import Partition, band_key
 from geospatial_pipeline.storage.keys import check_key, join_key, sanitize_component
 from geospatial_pipeline.storage.object_store import LocalObjectStore
 
@@ -16,11 +16,22 @@ from geospatial_pipeline.storage.object_store import LocalObjectStore
     ["../../etc", "..", ".", "a/../../b", "/abs/path", "a\\..\\b", "x\x00y", "", "...", ".hidden"],
 )
 def test_hostile_ids_stay_inside_the_prefix(hostile: str) -> None:
-    key = band_key("sentinel-2-l2a", dt.date(2020, 3, 2), "lake", hostile, "red")
+    key = band_key("sentinel-2-l2a", Partition(dt.date(2020, 3, 2), "lake"), hostile, "red")
     assert key.startswith("raw/sentinel-2-l2a/2020-03-02/lake/")
     parts = key.split("/")
     assert len(parts) == 6
     assert ".." not in parts and "." not in parts
+    check_key(key)
+
+
+@pytest.mark.parametrize("hostile", ["../../etc", "..", "a/b", "", ".hidden", "x\x00y"])
+def test_hostile_aoi_names_stay_inside_the_day(hostile: str) -> None:
+    # The AOI is a key segment of its own now: a name must not climb out of the day or
+    # reach another AOI's prefix.
+    key = band_key("sentinel-2-l2a", Partition(dt.date(2020, 3, 2), hostile), "item", "red")
+    parts = key.split("/")
+    assert parts[:3] == ["raw", "sentinel-2-l2a", "2020-03-02"] and len(parts) == 6
+    assert parts[3] not in ("..", ".", "", "lake") and parts[3] != hostile
     check_key(key)
 
 

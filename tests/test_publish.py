@@ -66,7 +66,8 @@ def landed_day(
     db = tmp_path / "w.duckdb"
     config = pipeline_config(stac_api, s3, bucket, {"kind": "duckdb", "path": str(db)}, **extra)
     with s3_env(s3):
-        assert materialize_day(config).success
+        results = materialize_day(config)
+    assert {aoi: r.success for aoi, r in results.items()} == {a.name: True for a in config.aois}
     return config, db
 
 
@@ -116,7 +117,12 @@ def test_rows_never_point_at_deleted_objects(
     restore = fail_writes_of(monkeypatch, SCENE_METADATA.name)
     with s3_env(s3_server):
         failed = materialize_day(stricter(config))
-    assert not failed.success
+    assert not any(r.success for r in failed.values())
+    for aoi, result in failed.items():
+        # Each partition's band_rasters ran; its scene_metadata write was the failure.
+        assert result.asset_materializations_for_node("band_rasters"), aoi
+        failure = next(e for e in result.all_events if e.is_step_failure)
+        assert failure.step_key == "scene_metadata", aoi
     assert committed_rows(db) == rows  # nothing committed by the failed run
     objects = list_objects(s3_server, bucket)
     for item, aoi, keys in rows:
@@ -128,11 +134,12 @@ def test_rows_never_point_at_deleted_objects(
     restore()
     with s3_env(s3_server):
         fixed = materialize_day(stricter(config))
-    assert fixed.success
-    checks = {e.check_name: e.passed for e in fixed.get_asset_check_evaluations()}
-    assert checks["objects_match_rows"]
-    searched = fixed.asset_materializations_for_node("stac_items")[0].metadata
-    assert searched["too_cloudy"].value == [{"id": CLOUDY, "cloud_cover": 90.0}]  # type: ignore[attr-defined]
+    for aoi, result in fixed.items():
+        assert result.success, aoi
+        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        assert checks["objects_match_rows"], aoi
+        searched = result.asset_materializations_for_node("stac_items")[0].metadata
+        assert searched["too_cloudy"].value == [{"id": CLOUDY, "cloud_cover": 90.0}]  # type: ignore[attr-defined]
     rows = committed_rows(db)
     assert [(item, aoi) for item, aoi, _ in rows] == [(ITEM, "dunes"), (ITEM, "wadi")]
     raw = {k for k in list_objects(s3_server, bucket) if k.startswith("pipeline/raw/")}
@@ -168,7 +175,11 @@ def test_product_rows_never_point_at_deleted_products(
 
     restore = fail_writes_of(monkeypatch, PRODUCT_CATALOG.name)
     with s3_env(s3_server):
-        assert not materialize_day(stricter(config)).success
+        failed = materialize_day(stricter(config))
+    for aoi, result in failed.items():
+        assert not result.success, aoi
+        failure = next(e for e in result.all_events if e.is_step_failure)
+        assert failure.step_key == "product_catalog", aoi
     assert committed_products(db) == rows  # the failed run committed no product rows
     objects = list_objects(s3_server, bucket)
     for item, aoi, product, key in rows:
@@ -177,10 +188,10 @@ def test_product_rows_never_point_at_deleted_products(
     restore()
     with s3_env(s3_server):
         fixed = materialize_day(stricter(config))
-    assert fixed.success
-    assert {e.check_name: e.passed for e in fixed.get_asset_check_evaluations()}[
-        "products_reconcile"
-    ]
+    for aoi, result in fixed.items():
+        assert result.success, aoi
+        checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+        assert checks["products_reconcile"], aoi
     rows = committed_products(db)
     assert {item for item, *_ in rows} == {ITEM, "composite"}
     processed = {k for k in list_objects(s3_server, bucket) if k.startswith("pipeline/processed/")}

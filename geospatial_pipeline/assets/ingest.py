@@ -43,6 +43,15 @@ def load_manifest(store_res: ObjectStoreResource, collection: str, part: Partiti
     return json.loads(store_res.store().get_bytes(manifest_key(collection, part)))
 
 
+def scope_bands(scope: ScopeResource) -> list[str]:
+    """The band keys to fetch. The whole scope resource is re-validated first: a value
+    edited in the launchpad skips the YAML validation, and must fail with the file's
+    errors before anything is searched or written (the run's AOI geometry comes from the
+    registry, but a run configured with a broken scope is refused all the same)."""
+    scope.aoi_configs()
+    return list(scope.bands)
+
+
 def partition_aoi(
     context: AssetExecutionContext, object_store: ObjectStoreResource
 ) -> tuple[Partition, registry.AoiRecord]:
@@ -78,8 +87,9 @@ def stac_items(
     scope: ScopeResource,
     object_store: ObjectStoreResource,
 ) -> MaterializeResult:
+    bands = scope_bands(scope)
     part, aoi = partition_aoi(context, object_store)
-    found = stac.search_day(part.day, [aoi.config()], scope.bands)
+    found = stac.search_day(part.day, [aoi.config()], bands)
     for bad in found.invalid:
         context.log.warning("skipped invalid item %s: %s", bad["id"], bad["reason"])
     if found.dropped_over_limit:
@@ -92,7 +102,7 @@ def stac_items(
     put = object_store.store().put_bytes(
         items_key(stac.collection, part), body, "application/geo+json"
     )
-    scenes = found.scenes(scope.bands)
+    scenes = found.scenes(bands)
     preview = [
         {
             "id": s.id,
@@ -163,6 +173,7 @@ def band_rasters(
     scope: ScopeResource,
     object_store: ObjectStoreResource,
 ) -> MaterializeResult:
+    bands = scope_bands(scope)
     part, aoi = partition_aoi(context, object_store)
     found = load_items(object_store, stac.collection, part)
     aois = {aoi.name: aoi.shape}
@@ -171,7 +182,7 @@ def band_rasters(
         items,
         found.by_aoi,
         [a for a in found.by_aoi if a in aois],
-        scope.bands,
+        bands,
         lambda _aoi, item_id, band: band_key(stac.collection, part, item_id, band),
     )
     store = object_store.store()

@@ -21,6 +21,7 @@ from geospatial_pipeline.assets.ingest import (
     load_items,
     load_manifest,
     partition_aoi,
+    scope_bands,
 )
 from geospatial_pipeline.assets.preview import markdown_table
 from geospatial_pipeline.layout import raw_prefix
@@ -70,6 +71,7 @@ def scene_metadata(
     object_store: ObjectStoreResource,
     warehouse: WarehouseResource,
 ) -> MaterializeResult:
+    bands = scope_bands(scope)
     part, _ = partition_aoi(context, object_store)
     found = load_items(object_store, stac.collection, part)
     manifest = load_manifest(object_store, stac.collection, part)
@@ -80,9 +82,7 @@ def scene_metadata(
     by_aoi = landed_by_aoi(found.by_aoi, manifest)
     landed = {item_id for ids in by_aoi.values() for item_id in ids}
     scenes = {
-        raw["id"]: (raw, validate_item(raw, scope.bands))
-        for raw in found.items
-        if raw["id"] in landed
+        raw["id"]: (raw, validate_item(raw, bands)) for raw in found.items if raw["id"] in landed
     }
     rows = scene_rows(part.day, by_aoi, scenes, objects)
     written = warehouse.replace_partition(SCENE_METADATA, (part.day, part.aoi), rows)
