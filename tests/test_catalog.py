@@ -49,7 +49,7 @@ ITEM2 = ITEM.replace("20200219", "20200224")
 BUCKET = "dest-catalog"
 COLLECTION = "sentinel-2-l2a"
 TRANSFORM = {"resolution": 100, "crs": "EPSG:32629", "grid_anchor": [80, 20]}
-NAMES = [a["name"] for a in AOIS]
+NAMES = [str(a["name"]) for a in AOIS]  # type: ignore[index]
 assert NAMES == ["dunes", "wadi"]
 PARTS = [(day, aoi) for day in (DAY, DAY2) for aoi in NAMES]
 # Two processes; each starts with one AOI of DAY, so the two AOIs of one day run together.
@@ -342,7 +342,7 @@ def test_stac_items_valid_reruns_alone_on_what_is_stored(partitions: dict[str, A
     try:
         failed = run(DAY2, "wadi")
         assert not failed.passed
-        problems = failed.metadata["problems"].value  # type: ignore[attr-defined]
+        problems = failed.metadata["problems"].value
         assert list(problems) == [broken_key]
         assert "proj:shape" in problems[broken_key][0]
         assert run(DAY2, "dunes").passed

@@ -136,7 +136,9 @@ def bindings(tree: ast.AST) -> Iterator[tuple[int, str, str, ast.expr]]:
             options += [
                 kw.value.value
                 for kw in node.keywords
-                if kw.arg == "dest" and isinstance(kw.value, ast.Constant)
+                if kw.arg == "dest"
+                and isinstance(kw.value, ast.Constant)
+                and isinstance(kw.value.value, str)
             ]
             for kw in node.keywords:
                 if kw.arg == "default":
