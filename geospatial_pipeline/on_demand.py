@@ -229,10 +229,10 @@ def _launch(
     return run_requests, {"queue": queue, "done": done}
 
 
-def build_status_sensor() -> SensorDefinition:
+def build_status_sensor(settings: RequestsConfig) -> SensorDefinition:
     @sensor(
         name=STATUS_SENSOR,
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=settings.minimum_interval_seconds,
         default_status=DefaultSensorStatus.RUNNING,
         description=(
             "Keeps requests/status/{request_id}.json current from the runs the request "
@@ -364,4 +364,4 @@ def request_imagery() -> None:
 
 
 def on_demand_sensors(job_name: str, config: PipelineConfig) -> list[SensorDefinition]:
-    return [build_requests_sensor(job_name, config.requests), build_status_sensor()]
+    return [build_requests_sensor(job_name, config.requests), build_status_sensor(config.requests)]

@@ -9,6 +9,7 @@ from dagster import Config, MetadataValue, OpExecutionContext, Output, job, op
 from pydantic import field_validator
 
 from geospatial_pipeline.assets.preview import markdown_table
+from geospatial_pipeline.config import RequestsConfig, default_of
 from geospatial_pipeline.ondemand import registry
 from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
 from geospatial_pipeline.resources.storage import ObjectStoreResource
@@ -16,7 +17,8 @@ from geospatial_pipeline.resources.warehouse import WarehouseResource
 from geospatial_pipeline.stac.search import AoiQuery, open_client, search_day
 from geospatial_pipeline.warehouse.tables import CATALOG_RECONCILIATION, SCENE_METADATA
 
-MAX_DAYS = 366
+# The same bound as an imagery request: one search per day and AOI.
+MAX_DAYS = default_of(RequestsConfig, "max_days")
 
 
 class ReconcileConfig(Config):

@@ -123,7 +123,7 @@ def metric_crs_problem(crs: Any) -> str | None:
 
 def aoi_grid(
     aoi: BaseGeometry,
-    resolution: float = 10.0,
+    resolution: float,
     crs: str | None = None,
     anchor: tuple[float, float] = (0.0, 0.0),
 ) -> Grid:
