@@ -13,7 +13,9 @@
 5. Dagster overhead (``benchmarks/dagster_overhead.py``): a backfill of one AOI over 30
    sample days through ``dagster dev`` as the UI launches it; share of wall time outside
    the step bodies.
-6. Print the tables and, as the last line, one JSON object.
+6. Request sensor (``benchmarks/request_sensor.py``, in its own process): the tick that
+   accepts a 30-day request for a new AOI among 500 registered ones, and an idle tick.
+7. Print the tables and, as the last line, one JSON object.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import numpy as np
 
 from benchmarks import dagster_overhead as overhead_bench
 from benchmarks import data
+from benchmarks import request_sensor as request_sensor_bench
 from benchmarks import transform as transform_bench
 from benchmarks.proxy import ByteCountingProxy, PathStats
 from benchmarks.workers import Job, child_main
@@ -289,11 +292,17 @@ def main(argv: list[str] | None = None) -> int:
         default=overhead_bench.DAYS,
         help="days in the Dagster overhead backfill (0 skips that part)",
     )
+    parser.add_argument(
+        "--request-sensor-aois",
+        type=int,
+        default=request_sensor_bench.AOIS,
+        help="registered AOIs in the request sensor benchmark (0 skips that part)",
+    )
     args = parser.parse_args(argv)
     if args.repetitions < 1 or args.transform_repetitions < 1:
         parser.error("--repetitions and --transform-repetitions must be >= 1")
-    if args.overhead_days < 0:
-        parser.error("--overhead-days must be >= 0")
+    if args.overhead_days < 0 or args.request_sensor_aois < 0:
+        parser.error("--overhead-days and --request-sensor-aois must be >= 0")
 
     if not data.COG_DIR.is_dir() or not data.ITEM_PATH.is_file():
         print(f"shared data not found under {data.SHARED_DATA}", file=sys.stderr)
@@ -410,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.overhead_days:
         # dagster_overhead_share, dagster_single_run_overhead_share, dagster_code_location_import_s
         summary.update(overhead_bench.run(args.overhead_days))
+    if args.request_sensor_aois:
+        # request_sensor_tick_s, request_sensor_idle_tick_s, request_sensor_status_tick_s, ...
+        summary.update(request_sensor_bench.run_in_subprocess(args.request_sensor_aois))
     print(json.dumps(summary, separators=(",", ":")))
     return 0
 
