@@ -55,6 +55,9 @@ STATUS_SENSOR = "request_status_sensor"
 REQUEST_JOB = "request_imagery"
 REQUEST_TAG = "geospatial_pipeline/request"
 ACCEPTED_PREFIX = "requests/accepted"
+# How far behind its cursor the status sensor reads runs again (run update times may be
+# stored to the second).
+CURSOR_OVERLAP_S = 2.0
 
 _RUN_STATES: dict[DagsterRunStatus, requests.DayState] = {
     DagsterRunStatus.QUEUED: "queued",
@@ -246,9 +249,13 @@ def build_status_sensor(settings: RequestsConfig) -> SensorDefinition:
         object_store: ObjectStoreResource,
     ) -> SensorResult | SkipReason:
         since = float(context.cursor) if context.cursor else 0.0
+        # Run storage may keep update times to the second (SQLite): a run updated later in
+        # the same second as the cursor would be missed by "after the cursor", so every
+        # tick reads a little behind it again; unchanged days are not rewritten.
+        after = since - CURSOR_OVERLAP_S if since else None
         records = context.instance.get_run_records(
             filters=RunsFilter(
-                updated_after=dt.datetime.fromtimestamp(since, dt.UTC) if since else None
+                updated_after=dt.datetime.fromtimestamp(after, dt.UTC) if after else None
             ),
             order_by="update_timestamp",
             ascending=True,
@@ -270,11 +277,13 @@ def build_status_sensor(settings: RequestsConfig) -> SensorDefinition:
             part = partition_of(run.tags["dagster/partition"])
             items = _stac_items(store, stac.collection, part) if state == "succeeded" else None
             try:
-                updated[request_id] = requests.with_day(
+                changed = requests.with_day(
                     status, part.day, state, run_id=run.run_id, stac_items=items, now=_now()
                 )
             except KeyError:
                 continue
+            if _days(changed) != _days(status):
+                updated[request_id] = changed
         for status in updated.values():
             requests.write_status(store, status)
             context.log.info("request %s: %s", status.request_id, status.state)
@@ -284,6 +293,10 @@ def build_status_sensor(settings: RequestsConfig) -> SensorDefinition:
         return SensorResult(cursor=cursor)
 
     return request_status_sensor
+
+
+def _days(status: requests.RequestStatus) -> list[tuple[Any, ...]]:
+    return [(d.date, d.state, d.run_id, tuple(d.stac_items)) for d in status.partitions]
 
 
 def _stac_items(store: ObjectStore, collection: str, part: Partition) -> list[str]:

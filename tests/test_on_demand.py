@@ -445,3 +445,24 @@ def test_cli_materialize_runs_every_active_aoi_and_names_a_failing_partition(
         assert f"failed partition(s): dunes|{DAY}" in capsys.readouterr().err
         site.instance.dispose()
         broken.instance.dispose()
+
+
+def test_status_sensor_reads_runs_updated_in_the_cursors_second(site: Site) -> None:
+    """Run storage may keep update times to the second: a run that ended in the same
+    second as the cursor must still be read (the old "strictly after the cursor" missed it
+    and left the day queued forever)."""
+    site.store.put_bytes(
+        "requests/incoming/same-second.json",
+        json.dumps({**request_doc(), "request_id": "same-second"}).encode(),
+    )
+    tick = site.tick()
+    assert site.run(tick.run_requests[0]).success
+    newest = max(r.update_timestamp.timestamp() for r in site.instance.get_run_records(limit=50))
+    # The cursor a tick would have stored had it run within that second, just after it.
+    site.tick(STATUS_SENSOR, cursor=repr(newest + 0.5))
+    status = requests.read_status(site.store, "same-second")
+    assert status is not None and status.state == "complete", status
+    # Re-reading the overlap does not rewrite a status whose days did not change.
+    body = site.store.get_bytes(requests.status_key("same-second"))
+    site.tick(STATUS_SENSOR, cursor=repr(newest + 0.5))
+    assert site.store.get_bytes(requests.status_key("same-second")) == body
