@@ -466,3 +466,30 @@ def test_status_sensor_reads_runs_updated_in_the_cursors_second(site: Site) -> N
     body = site.store.get_bytes(requests.status_key("same-second"))
     site.tick(STATUS_SENSOR, cursor=repr(newest + 0.5))
     assert site.store.get_bytes(requests.status_key("same-second")) == body
+
+
+def test_a_name_only_request_needs_a_registered_aoi(site: Site) -> None:
+    site.tick()
+    doc = {
+        "request_id": "who",
+        "aoi": {"name": "nowhere"},
+        "start_date": str(DAY),
+        "end_date": str(DAY),
+    }
+    site.store.put_bytes("requests/incoming/who.json", json.dumps(doc).encode())
+    assert not site.tick().run_requests
+    status = requests.read_status(site.store, "who")
+    assert status is not None and status.state == "rejected"
+    assert (
+        status.errors[0].startswith("aoi.name: ") and "give a geometry or bbox" in status.errors[0]
+    )
+    assert "dunes" in status.errors[0]  # the registered names are listed
+    # By name, a registered AOI is accepted.
+    doc = {
+        "request_id": "known",
+        "aoi": {"name": "dunes"},
+        "start_date": str(DAY),
+        "end_date": str(DAY),
+    }
+    site.store.put_bytes("requests/incoming/known.json", json.dumps(doc).encode())
+    assert [r.partition_key for r in site.tick().run_requests] == [f"dunes|{DAY}"]

@@ -292,7 +292,9 @@ def _decode(store: ObjectStore, key: str, name: str) -> AoiRecord:
     return record
 
 
-def _read(store: ObjectStore, name: str) -> AoiRecord | None:
+def find(store: ObjectStore, name: str) -> AoiRecord | None:
+    """The registered AOI ``name``, or None: one HEAD (and a GET when it exists), never a
+    listing, so asking for a new name costs the same with 5 or 5,000 AOIs."""
     key = aoi_key(name)
     if store.head(key) is None:
         return None
@@ -317,7 +319,7 @@ def _check_same(stored: AoiRecord, record: AoiRecord) -> None:
 
 def register(store: ObjectStore, record: AoiRecord) -> Registration:
     key = aoi_key(record.name)
-    stored = _read(store, record.name)
+    stored = find(store, record.name)
     if stored is not None:
         _check_same(stored, record)
         return Registration(stored, created=False)
@@ -325,7 +327,7 @@ def register(store: ObjectStore, record: AoiRecord) -> Registration:
     # The store has no conditional write: a concurrent registration of the same name may
     # have landed in between. Reading back catches the window that is left after the
     # head() above (last writer wins, and the loser learns about it here).
-    stored = _read(store, record.name)
+    stored = find(store, record.name)
     if stored is not None and stored != record:
         _check_same(stored, record)
         return Registration(stored, created=False)
@@ -342,7 +344,7 @@ def _registered_names(store: ObjectStore) -> list[str]:
 
 
 def load(store: ObjectStore, name: str) -> AoiRecord:
-    record = _read(store, name)
+    record = find(store, name)
     if record is None:
         names = _registered_names(store)
         if not names:

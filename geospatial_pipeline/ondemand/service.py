@@ -75,11 +75,11 @@ def accept(
             f"end_date: {request.end_date} is after partitions.end_date {partitions.end_date}"
         )
     wanted = request.aoi.as_aoi_config()
-    stored: registry.AoiRecord | None = None
-    try:
-        stored = registry.load(store, request.aoi.name)
-    except registry.UnknownAoi as exc:
-        if wanted is None:
+    stored = registry.find(store, request.aoi.name)
+    if stored is None and wanted is None:
+        try:
+            registry.load(store, request.aoi.name)  # its error lists the registered names
+        except registry.UnknownAoi as exc:
             errors.append(f"aoi.name: {exc}; give a geometry or bbox to register it")
     if stored is not None:
         if stored.retired_on is not None and request.end_date >= stored.retired_on:
