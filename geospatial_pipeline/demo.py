@@ -71,7 +71,13 @@ def write_instance_config(home: Path) -> Path:
     and no telemetry."""
     path = home / "dagster.yaml"
     # Telemetry off: the demo and the benchmarks run offline and report to nobody.
-    doc = {"concurrency": local_instance_concurrency(), "telemetry": {"enabled": False}}
+    doc = {
+        "concurrency": local_instance_concurrency(),
+        # A run killed while holding the raster pool's one slot would otherwise keep it
+        # and every later raster step would wait forever.
+        "run_monitoring": {"enabled": True, "free_slots_after_run_end_seconds": 30},
+        "telemetry": {"enabled": False},
+    }
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 

@@ -38,6 +38,9 @@ def test_local_instance_has_the_partition_and_pool_limits(tmp_path: Path) -> Non
     with DagsterInstance.from_config(str(tmp_path)) as instance:
         concurrency = instance.get_concurrency_config()
         assert not instance.telemetry_enabled
+        # Slots a dead run still holds are freed (the pool's one slot would deadlock).
+        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] > 0
     assert concurrency.pool_config.default_pool_limit == RASTER_POOL_LIMITS["local"]
     queue = concurrency.run_queue_config
     assert queue is not None and partition_run_limit() in queue.tag_concurrency_limits
@@ -96,3 +99,13 @@ def test_queue_starts_one_run_per_partition(queue_instance: DagsterInstance) -> 
     assert dequeue() == {first, third, fourth}  # still held: the partition's first run runs
     queue_instance.report_run_failed(queue_instance.get_run_by_id(first))  # type: ignore[arg-type]
     assert dequeue() == {first, second, third, fourth}
+
+
+def test_deployed_instances_free_the_slots_of_ended_runs() -> None:
+    repo = Path(__file__).resolve().parents[1]
+    helm = yaml.safe_load((repo / "helm" / "dagster" / "values.yaml").read_text())
+    monitoring = helm["dagsterDaemon"]["runMonitoring"]
+    assert monitoring["enabled"] and monitoring["freeSlotsAfterRunEndSeconds"] > 0
+    deploy = yaml.safe_load((repo / "deploy" / "dagster.yaml").read_text())
+    assert deploy["run_monitoring"]["enabled"]
+    assert deploy["run_monitoring"]["free_slots_after_run_end_seconds"] > 0
