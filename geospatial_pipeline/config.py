@@ -246,6 +246,9 @@ class PartitionsConfig(_Strict):
     # The last day (included) of a finite project; None: up to the latest complete day.
     end_date: dt.date | None = None
     max_partitions: int = Field(default=DEFAULT_MAX_PARTITIONS, ge=1)
+    # A backfill runs up to this many days of one AOI per run (benchmarks/README.md,
+    # "Dagster overhead"); 1: one run per partition.
+    backfill_partitions_per_run: int = Field(default=10, ge=1, le=366)
 
     @field_validator("start_date", "end_date", mode="before")
     @classmethod

@@ -32,14 +32,6 @@ DATE_DIMENSION = "date"
 AOI_DIMENSION = "aoi"
 AOI_PARTITIONS_NAME = "aois"
 
-# One run per (date, aoi) in backfills: each partition is independent, a failed one does
-# not fail its neighbours, runs spread over the run launcher's concurrency, and the queue
-# limit on dagster/partition keeps two runs of one partition apart. Measured in
-# benchmarks/README.md ("Dagster overhead"): with the in-process executor locally the share
-# of a 30-day backfill spent outside the asset bodies stays under the 0.20 target without
-# grouping, so grouping (multi_run(N > 1)) would buy little and would make one bad
-# partition fail a whole group.
-BACKFILL_POLICY = BackfillPolicy.multi_run(max_partitions_per_run=1)
 # The parameter is marked beta; the policy is deliberate, so say it once, not per asset.
 warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=BetaWarning)
 
@@ -65,6 +57,17 @@ def date_aoi_partitions(days: DailyPartitionsDefinition) -> MultiPartitionsDefin
 # The code location's partitions settings, read once: build_defs refuses a configuration
 # whose partitions section differs (the assets were already defined with these).
 PARTITIONS_SETTINGS = LOCATION_CONFIG.partitions
+# Backfills group up to partitions.backfill_partitions_per_run days of one AOI per run
+# (Dagster forms ranges along the date dimension for one AOI): each run costs a queue
+# slot, a process start and a code location import (~6 s locally, measured in
+# benchmarks/README.md, "Dagster overhead") against ~2 s of steps for a small AOI-day, so
+# one run per partition would spend most of a backfill outside the asset bodies. The
+# asset bodies loop over their run's partitions (assets/runs.py), each iteration touching
+# only its own partition. Runs from the UI, the schedule and the sensors stay one per
+# partition.
+BACKFILL_POLICY = BackfillPolicy.multi_run(
+    max_partitions_per_run=PARTITIONS_SETTINGS.backfill_partitions_per_run
+)
 DAYS = daily_partitions(PARTITIONS_SETTINGS.start_date, PARTITIONS_SETTINGS.end_date)
 PARTITIONS = date_aoi_partitions(DAYS)
 

@@ -104,3 +104,88 @@ def test_rerun_of_one_aoi_leaves_the_other_aoi_of_the_day_untouched(
     assert all(b_after[k] == b_before[k] for k in b_before)
     assert b_rows_after == b_rows_before
     assert [r["cloud_cover"] for r in b_rows_after["scene_metadata"]] != [3.25]
+
+
+def test_a_backfill_group_equals_one_run_per_partition(
+    tmp_path: Path, s3_env: Any, server: Any
+) -> None:
+    """A backfill run over several days of one AOI (partitions.BACKFILL_POLICY groups them)
+    writes exactly what one run per partition writes, records one materialization per
+    partition with that partition's own metadata, and checks every partition."""
+    from dagster import AssetKey
+
+    from geospatial_pipeline.definitions import build_defs
+
+    days = ["2020-02-18", "2020-02-19", "2020-02-20"]
+    outputs = []
+    for grouped in (True, False):
+        bucket = f"grp-{uuid.uuid4().hex[:10]}"
+        s3_env.create_bucket(bucket)
+        config = parse_config(
+            {
+                "stac": {"api_url": server.url},
+                "aois": AOIS[:1],
+                "bands": ["red", "green", "blue", "nir", "scl"],
+                "partitions": PARTITIONS,
+                "storage": {"url": f"s3://{bucket}/p", "endpoint_url": s3_env.endpoint_url},
+                "warehouse": {"kind": "duckdb", "path": str(tmp_path / f"{bucket}.duckdb")},
+            }
+        )
+        home = dagster_home(tmp_path / bucket)
+        with DagsterInstance.local_temp(str(home)) as instance:
+            if grouped:
+                from tests.partitioning import register_aois
+
+                register_aois(config, instance)
+                job = build_defs(config).resolve_job_def("ingest_daily")
+                result = job.execute_in_process(
+                    instance=instance,
+                    tags={
+                        "dagster/asset_partition_range_start": f"dunes|{days[0]}",
+                        "dagster/asset_partition_range_end": f"dunes|{days[-1]}",
+                    },
+                )
+                assert result.success
+                mats = result.asset_materializations_for_node("stac_items")
+                items = {m.partition: m.metadata["items"].value for m in mats}
+                assert items == {f"dunes|{d}": int(d == DAY) for d in days}
+                checks = [
+                    e.event_specific_data
+                    for e in result.all_events
+                    if e.event_type_value == "ASSET_CHECK_EVALUATION"
+                ]
+                assert checks and all(c.passed for c in checks)
+                cogs = next(c for c in checks if c.check_name == "cogs_valid")
+                assert cogs.metadata["partitions"].value == 3
+                # Every asset of the graph recorded each of the three partitions.
+                for node in ("band_rasters", "scene_metadata", "scene_products", "stac_catalog"):
+                    recorded = result.asset_materializations_for_node(node)
+                    assert sorted(m.partition for m in recorded) == [f"dunes|{d}" for d in days]
+                assert instance.get_materialized_partitions(AssetKey("daily_aoi_stats")) == {
+                    f"dunes|{d}" for d in days
+                }
+            else:
+                for d in days:
+                    materialize_partition(
+                        config, d, "dunes", instance=instance, raise_on_error=True
+                    )
+        store = build_resources(config)["object_store"].store()
+        warehouse = build_resources(config)["warehouse"]
+        raw = {o.key: store.get_bytes(o.key) for o in store.list("raw")}
+        # Rows name their objects by URL, which includes the bucket: compare without it.
+        rows = {
+            (t.name, d): json.dumps(
+                [
+                    {k: v for k, v in r.items() if k != "created"}
+                    for r in warehouse.fetch_partition(t, (dt.date.fromisoformat(d), "dunes"))
+                ],
+                default=str,
+                sort_keys=True,
+            ).replace(bucket, "BUCKET")
+            for t in TABLES
+            for d in days
+        }
+        outputs.append((raw, rows))
+    (grouped_raw, grouped_rows), (single_raw, single_rows) = outputs
+    assert grouped_raw and grouped_raw == single_raw
+    assert grouped_rows == single_rows

@@ -24,16 +24,23 @@ from dagster import (
     asset_check,
 )
 
-from geospatial_pipeline.assets.ingest import partition_aoi
+from geospatial_pipeline.assets.runs import (
+    PartitionOutcome,
+    check_each,
+    materialize_each,
+    run_partitions,
+)
 from geospatial_pipeline.assets.transform import NDVI_COMPOSITE, SCENE_PRODUCTS
 from geospatial_pipeline.layout import (
     PRODUCTS_ROOT,
     SUB_CATALOG_NAME,
+    Partition,
     partition_catalog_key,
     products_collection_key,
     products_prefix,
 )
-from geospatial_pipeline.partitions import BACKFILL_POLICY, PARTITIONS, partition_of
+from geospatial_pipeline.ondemand import registry
+from geospatial_pipeline.partitions import BACKFILL_POLICY, PARTITIONS
 from geospatial_pipeline.raster.grid import stac_bbox
 from geospatial_pipeline.resources.stac import StacSearchResource
 from geospatial_pipeline.resources.storage import ObjectStoreResource
@@ -110,7 +117,22 @@ def stac_catalog(
     stac: StacSearchResource,
     object_store: ObjectStoreResource,
 ) -> MaterializeResult:
-    part, aoi = partition_aoi(context, object_store)
+    return materialize_each(
+        context,
+        [
+            (part, _stac_catalog_of(context, stac, object_store, part, aoi))
+            for part, aoi in run_partitions(context, object_store)
+        ],
+    )
+
+
+def _stac_catalog_of(
+    context: AssetExecutionContext,
+    stac: StacSearchResource,
+    object_store: ObjectStoreResource,
+    part: Partition,
+    aoi: registry.AoiRecord,
+) -> PartitionOutcome:
     store = object_store.store()
     products = publish.partition_products(store, stac.collection, part)
     # A partition without products still gets its sub-catalog (empty), over its AOI.
@@ -127,7 +149,7 @@ def stac_catalog(
         bbox=bbox or [-180.0, -90.0, 180.0, 90.0],
     )
     put = store.put_bytes(key, dumps(doc), "application/json")
-    return MaterializeResult(
+    return PartitionOutcome(
         metadata={
             "stac_items": len(products),
             "sub_catalog": put.url,
@@ -149,23 +171,27 @@ def stac_items_valid(
     stac: StacSearchResource,
     object_store: ObjectStoreResource,
 ) -> AssetCheckResult:
-    part = partition_of(context.partition_key)
-    store = object_store.store()
-    products = publish.partition_products(store, stac.collection, part)
-    problems, unreachable = partition_catalog_problems(
-        store, partition_catalog_key(stac.collection, part), [p["stac_item_key"] for p in products]
-    )
-    return AssetCheckResult(
-        passed=not (problems or unreachable),
-        severity=AssetCheckSeverity.ERROR,
-        metadata={
-            "items": len(products),
-            "problems": MetadataValue.json(problems),
-            "unreachable_from_catalog": MetadataValue.json(unreachable),
-            "note": "STAC core schema validated offline; extension fields checked by "
-            "the pipeline (extension schemas are published online only)",
-        },
-    )
+    def one(part: Partition) -> AssetCheckResult:
+        store = object_store.store()
+        products = publish.partition_products(store, stac.collection, part)
+        problems, unreachable = partition_catalog_problems(
+            store,
+            partition_catalog_key(stac.collection, part),
+            [p["stac_item_key"] for p in products],
+        )
+        return AssetCheckResult(
+            passed=not (problems or unreachable),
+            severity=AssetCheckSeverity.ERROR,
+            metadata={
+                "items": len(products),
+                "problems": MetadataValue.json(problems),
+                "unreachable_from_catalog": MetadataValue.json(unreachable),
+                "note": "STAC core schema validated offline; extension fields checked by "
+                "the pipeline (extension schemas are published online only)",
+            },
+        )
+
+    return check_each(context, one)
 
 
 @asset(

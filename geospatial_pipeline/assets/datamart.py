@@ -19,13 +19,20 @@ from dagster import (
 from shapely.geometry.base import BaseGeometry
 
 from geospatial_pipeline.assets.catalog import STAC_CATALOG
-from geospatial_pipeline.assets.ingest import load_manifest, partition_aoi
+from geospatial_pipeline.assets.ingest import load_manifest
 from geospatial_pipeline.assets.preview import markdown_table
+from geospatial_pipeline.assets.runs import (
+    PartitionOutcome,
+    check_each,
+    materialize_each,
+    run_partitions,
+)
 from geospatial_pipeline.assets.transform import NDVI_COMPOSITE, SCENE_PRODUCTS
 from geospatial_pipeline.errors import PipelineError
-from geospatial_pipeline.layout import partition_catalog_key, processed_prefix
+from geospatial_pipeline.layout import Partition, partition_catalog_key, processed_prefix
 from geospatial_pipeline.location import WAREHOUSE_KIND
-from geospatial_pipeline.partitions import BACKFILL_POLICY, PARTITIONS, partition_of
+from geospatial_pipeline.ondemand import registry
+from geospatial_pipeline.partitions import BACKFILL_POLICY, PARTITIONS
 from geospatial_pipeline.raster import stats as raster_stats
 from geospatial_pipeline.raster.cog import gdal_env
 from geospatial_pipeline.raster.scene import strip_rows
@@ -208,7 +215,27 @@ def daily_aoi_stats(
     warehouse: WarehouseResource,
     transform: TransformResource,
 ) -> MaterializeResult:
-    part, aoi = partition_aoi(context, object_store)
+    return materialize_each(
+        context,
+        [
+            (
+                part,
+                _daily_aoi_stats_of(context, stac, object_store, warehouse, transform, part, aoi),
+            )
+            for part, aoi in run_partitions(context, object_store)
+        ],
+    )
+
+
+def _daily_aoi_stats_of(
+    context: AssetExecutionContext,
+    stac: StacSearchResource,
+    object_store: ObjectStoreResource,
+    warehouse: WarehouseResource,
+    transform: TransformResource,
+    part: Partition,
+    aoi: registry.AoiRecord,
+) -> PartitionOutcome:
     store = object_store.store()
     ingested = load_manifest(object_store, stac.collection, part)
     with gdal_env(object_store.gdal_options(), object_store.gdal_session()):
@@ -222,7 +249,7 @@ def daily_aoi_stats(
         )
     written = warehouse.replace_partition(DAILY_AOI_STATS, (part.day, part.aoi), stats)
     scenes = {row["aoi"]: row["scenes_used"] for row in stats}
-    return MaterializeResult(
+    return PartitionOutcome(
         metadata={
             "rows": written,
             "scenes_per_aoi": MetadataValue.text(
@@ -264,11 +291,27 @@ def scene_quality(
     object_store: ObjectStoreResource,
     warehouse: WarehouseResource,
 ) -> MaterializeResult:
-    part = partition_of(context.partition_key)
+    return materialize_each(
+        context,
+        [
+            (part, _scene_quality_of(context, stac, object_store, warehouse, part, aoi))
+            for part, aoi in run_partitions(context, object_store)
+        ],
+    )
+
+
+def _scene_quality_of(
+    context: AssetExecutionContext,
+    stac: StacSearchResource,
+    object_store: ObjectStoreResource,
+    warehouse: WarehouseResource,
+    part: Partition,
+    aoi: registry.AoiRecord,
+) -> PartitionOutcome:
     scenes = scene_products_of(object_store.store(), stac.collection, part)
     rows = scene_quality_rows(part.day, scenes)
     written = warehouse.replace_partition(SCENE_QUALITY, (part.day, part.aoi), rows)
-    return MaterializeResult(
+    return PartitionOutcome(
         metadata={
             "rows": written,
             "table": SCENE_QUALITY.name,
@@ -297,7 +340,23 @@ def product_catalog(
     object_store: ObjectStoreResource,
     warehouse: WarehouseResource,
 ) -> MaterializeResult:
-    part = partition_of(context.partition_key)
+    return materialize_each(
+        context,
+        [
+            (part, _product_catalog_of(context, stac, object_store, warehouse, part, aoi))
+            for part, aoi in run_partitions(context, object_store)
+        ],
+    )
+
+
+def _product_catalog_of(
+    context: AssetExecutionContext,
+    stac: StacSearchResource,
+    object_store: ObjectStoreResource,
+    warehouse: WarehouseResource,
+    part: Partition,
+    aoi: registry.AoiRecord,
+) -> PartitionOutcome:
     store = object_store.store()
     products = partition_products(store, stac.collection, part)
     rows = product_rows(part.day, products)
@@ -315,7 +374,7 @@ def product_catalog(
     )
     for key in removed:
         store.delete(key)
-    return MaterializeResult(
+    return PartitionOutcome(
         metadata={
             "rows": written,
             "table": PRODUCT_CATALOG.name,
@@ -337,28 +396,32 @@ def aoi_has_usable_scenes(
     warehouse: WarehouseResource,
     transform: TransformResource,
 ) -> AssetCheckResult:
-    part = partition_of(context.partition_key)
-    day = part.day
-    n = transform.max_days_without_usable_scene
-    # The AOI's own last n days (bounded: the check's cost does not grow with history).
-    history = {
-        d: warehouse.fetch_partition(DAILY_AOI_STATS, (d, part.aoi))
-        for d in (day - dt.timedelta(days=i) for i in range(n))
-    }
-    stale = days_without_usable_scene(history, [part.aoi])
-    return AssetCheckResult(
-        passed=not stale,
-        severity=AssetCheckSeverity.WARN,
-        description=(
-            "; ".join(f"{aoi}: no usable scene in the last {k} days" for aoi, k in stale.items())
-            or f"every AOI had a usable scene within {n} days (or has less history)"
-        ),
-        metadata={
-            "days_checked": n,
-            "until": day.isoformat(),
-            "aois_without_usable_scene": MetadataValue.json(sorted(stale)),
-        },
-    )
+    def one(part: Partition) -> AssetCheckResult:
+        day = part.day
+        n = transform.max_days_without_usable_scene
+        # The AOI's own last n days (bounded: the check's cost does not grow with history).
+        history = {
+            d: warehouse.fetch_partition(DAILY_AOI_STATS, (d, part.aoi))
+            for d in (day - dt.timedelta(days=i) for i in range(n))
+        }
+        stale = days_without_usable_scene(history, [part.aoi])
+        return AssetCheckResult(
+            passed=not stale,
+            severity=AssetCheckSeverity.WARN,
+            description=(
+                "; ".join(
+                    f"{aoi}: no usable scene in the last {k} days" for aoi, k in stale.items()
+                )
+                or f"every AOI had a usable scene within {n} days (or has less history)"
+            ),
+            metadata={
+                "days_checked": n,
+                "until": day.isoformat(),
+                "aois_without_usable_scene": MetadataValue.json(sorted(stale)),
+            },
+        )
+
+    return check_each(context, one)
 
 
 @asset_check(
@@ -373,27 +436,29 @@ def products_reconcile(
     object_store: ObjectStoreResource,
     warehouse: WarehouseResource,
 ) -> AssetCheckResult:
-    part = partition_of(context.partition_key)
-    stored = {
-        r["object_key"]: r["bytes"]
-        for r in warehouse.fetch_partition(PRODUCT_CATALOG, (part.day, part.aoi))
-    }
-    actual = {
-        o.key: o.size
-        for o in object_store.store().list(processed_prefix(stac.collection, part))
-        if o.key.endswith(".tif")
-    }
-    orphans = sorted(set(actual) - set(stored))
-    missing = sorted(set(stored) - set(actual))
-    sizes = sorted(k for k in set(actual) & set(stored) if actual[k] != stored[k])
-    return AssetCheckResult(
-        passed=not (orphans or missing or sizes),
-        severity=AssetCheckSeverity.ERROR,
-        metadata={
-            "objects": len(actual),
-            "rows": len(stored),
-            "objects_without_row": MetadataValue.json(orphans[:50]),
-            "rows_without_object": MetadataValue.json(missing[:50]),
-            "size_mismatch": MetadataValue.json(sizes[:50]),
-        },
-    )
+    def one(part: Partition) -> AssetCheckResult:
+        stored = {
+            r["object_key"]: r["bytes"]
+            for r in warehouse.fetch_partition(PRODUCT_CATALOG, (part.day, part.aoi))
+        }
+        actual = {
+            o.key: o.size
+            for o in object_store.store().list(processed_prefix(stac.collection, part))
+            if o.key.endswith(".tif")
+        }
+        orphans = sorted(set(actual) - set(stored))
+        missing = sorted(set(stored) - set(actual))
+        sizes = sorted(k for k in set(actual) & set(stored) if actual[k] != stored[k])
+        return AssetCheckResult(
+            passed=not (orphans or missing or sizes),
+            severity=AssetCheckSeverity.ERROR,
+            metadata={
+                "objects": len(actual),
+                "rows": len(stored),
+                "objects_without_row": MetadataValue.json(orphans[:50]),
+                "rows_without_object": MetadataValue.json(missing[:50]),
+                "size_mismatch": MetadataValue.json(sizes[:50]),
+            },
+        )
+
+    return check_each(context, one)

@@ -16,12 +16,12 @@ from dagster import (
 )
 
 from geospatial_pipeline.assets.preview import markdown_table
+from geospatial_pipeline.assets.runs import PartitionOutcome, materialize_each, run_partitions
 from geospatial_pipeline.deployment import RASTER_POOL, heavy_op_tags
-from geospatial_pipeline.errors import ConfigError
 from geospatial_pipeline.layout import Partition, band_key, items_key, manifest_key, raw_prefix
 from geospatial_pipeline.location import STORAGE_KIND
 from geospatial_pipeline.ondemand import registry
-from geospatial_pipeline.partitions import BACKFILL_POLICY, PARTITIONS, partition_of
+from geospatial_pipeline.partitions import BACKFILL_POLICY, PARTITIONS
 from geospatial_pipeline.raster.cog import gdal_env, validate_cog_path
 from geospatial_pipeline.raster.extract import extract_band_windows, plan_band_tasks
 from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
@@ -52,23 +52,6 @@ def scope_bands(scope: ScopeResource) -> list[str]:
     return list(scope.bands)
 
 
-def partition_aoi(
-    context: AssetExecutionContext, object_store: ObjectStoreResource
-) -> tuple[Partition, registry.AoiRecord]:
-    """The run's (day, AOI) and the AOI's registered geometry. A retired AOI gets no new
-    runs from the schedule or the sensors; one launched by hand for a day from its
-    retirement on is refused, so nothing is written for it."""
-    part = partition_of(context.partition_key)
-    record = registry.load(object_store.store(), part.aoi)
-    if record.retired_on is not None and part.day >= record.retired_on:
-        raise ConfigError(
-            f"AOI {part.aoi!r} was retired on {record.retired_on.isoformat()}: no runs for "
-            f"{part.day.isoformat()} (`python -m geospatial_pipeline aois unretire "
-            f"{part.aoi}` to run it again)"
-        )
-    return part, record
-
-
 @asset(
     key=STAC_ITEMS,
     partitions_def=PARTITIONS,
@@ -88,7 +71,23 @@ def stac_items(
     object_store: ObjectStoreResource,
 ) -> MaterializeResult:
     bands = scope_bands(scope)
-    part, aoi = partition_aoi(context, object_store)
+    return materialize_each(
+        context,
+        [
+            (part, _search(context, stac, object_store, bands, part, aoi))
+            for part, aoi in run_partitions(context, object_store)
+        ],
+    )
+
+
+def _search(
+    context: AssetExecutionContext,
+    stac: StacSearchResource,
+    object_store: ObjectStoreResource,
+    bands: list[str],
+    part: Partition,
+    aoi: registry.AoiRecord,
+) -> PartitionOutcome:
     found = stac.search_day(part.day, [aoi.config()], bands)
     for bad in found.invalid:
         context.log.warning("skipped invalid item %s: %s", bad["id"], bad["reason"])
@@ -113,7 +112,7 @@ def stac_items(
         }
         for s in scenes.values()
     ]
-    return MaterializeResult(
+    return PartitionOutcome(
         metadata={
             "items": len(found.items),
             "matched_by_api": found.matched,
@@ -174,7 +173,23 @@ def band_rasters(
     object_store: ObjectStoreResource,
 ) -> MaterializeResult:
     bands = scope_bands(scope)
-    part, aoi = partition_aoi(context, object_store)
+    return materialize_each(
+        context,
+        [
+            (part, _cut_windows(context, stac, object_store, bands, part, aoi))
+            for part, aoi in run_partitions(context, object_store)
+        ],
+    )
+
+
+def _cut_windows(
+    context: AssetExecutionContext,
+    stac: StacSearchResource,
+    object_store: ObjectStoreResource,
+    bands: list[str],
+    part: Partition,
+    aoi: registry.AoiRecord,
+) -> PartitionOutcome:
     found = load_items(object_store, stac.collection, part)
     aois = {aoi.name: aoi.shape}
     items = {raw["id"]: raw for raw in found.items}
@@ -211,7 +226,7 @@ def band_rasters(
             if not check.valid:
                 failures.append(f"{key}: {'; '.join(check.errors)}")
     written = [r for r in results if r.key]
-    return MaterializeResult(
+    return PartitionOutcome(
         metadata={
             "objects": len(written),
             "objects_written": sum(1 for r in written if r.written),
@@ -240,7 +255,7 @@ def band_rasters(
                 )
             ),
         },
-        check_results=[
+        checks=[
             AssetCheckResult(
                 check_name="cogs_valid",
                 passed=not failures,

@@ -31,9 +31,14 @@ from geospatial_pipeline.assets.ingest import (
     BAND_RASTERS,
     load_items,
     load_manifest,
-    partition_aoi,
 )
 from geospatial_pipeline.assets.preview import markdown_table
+from geospatial_pipeline.assets.runs import (
+    PartitionOutcome,
+    check_each,
+    materialize_each,
+    run_partitions,
+)
 from geospatial_pipeline.assets.warehouse import SCENE_METADATA_KEY
 from geospatial_pipeline.deployment import RASTER_POOL, heavy_op_tags
 from geospatial_pipeline.layout import (
@@ -41,7 +46,8 @@ from geospatial_pipeline.layout import (
     composite_manifest_key,
     scene_products_manifest_key,
 )
-from geospatial_pipeline.partitions import BACKFILL_POLICY, PARTITIONS, partition_of
+from geospatial_pipeline.ondemand import registry
+from geospatial_pipeline.partitions import BACKFILL_POLICY, PARTITIONS
 from geospatial_pipeline.raster.cog import gdal_env
 from geospatial_pipeline.raster.extract import landed_by_aoi
 from geospatial_pipeline.raster.grid import aoi_grid
@@ -113,7 +119,23 @@ def scene_products(
     object_store: ObjectStoreResource,
     transform: TransformResource,
 ) -> MaterializeResult:
-    part, aoi = partition_aoi(context, object_store)
+    return materialize_each(
+        context,
+        [
+            (part, _scene_products_of(context, stac, object_store, transform, part, aoi))
+            for part, aoi in run_partitions(context, object_store)
+        ],
+    )
+
+
+def _scene_products_of(
+    context: AssetExecutionContext,
+    stac: StacSearchResource,
+    object_store: ObjectStoreResource,
+    transform: TransformResource,
+    part: Partition,
+    aoi: registry.AoiRecord,
+) -> PartitionOutcome:
     collection = stac.collection
     found = load_items(object_store, collection, part)
     manifest = load_manifest(object_store, collection, part)
@@ -144,7 +166,7 @@ def scene_products(
     key = scene_products_manifest_key(collection, part)
     publish.write_manifest(store, key, part, collection, products)
     layers = [e for p in products for e in p["layers"]]
-    return MaterializeResult(
+    return PartitionOutcome(
         metadata={
             "scenes": len(products),
             "summary": f"{aoi.name}: {len(products)} scene(s) on {part.day.isoformat()}",
@@ -182,7 +204,23 @@ def ndvi_composite(
     object_store: ObjectStoreResource,
     transform: TransformResource,
 ) -> MaterializeResult:
-    part, aoi = partition_aoi(context, object_store)
+    return materialize_each(
+        context,
+        [
+            (part, _ndvi_composite_of(context, stac, object_store, transform, part, aoi))
+            for part, aoi in run_partitions(context, object_store)
+        ],
+    )
+
+
+def _ndvi_composite_of(
+    context: AssetExecutionContext,
+    stac: StacSearchResource,
+    object_store: ObjectStoreResource,
+    transform: TransformResource,
+    part: Partition,
+    aoi: registry.AoiRecord,
+) -> PartitionOutcome:
     collection = stac.collection
     composites: list[dict[str, Any]] = []
     with _products_context(
@@ -198,7 +236,7 @@ def ndvi_composite(
     key = composite_manifest_key(collection, part)
     publish.write_manifest(ctx.store, key, part, collection, composites)
     layers = [e for p in composites for e in p["layers"]]
-    return MaterializeResult(
+    return PartitionOutcome(
         metadata={
             "scenes": len(scenes),
             "summary": f"{aoi.name}: median of {len(scenes)} scene(s) on {part.day.isoformat()}"
@@ -255,16 +293,14 @@ def _cogs_valid(
 
 
 def _scenes(
-    context: AssetCheckExecutionContext, stac: StacSearchResource, object_store: ObjectStoreResource
+    stac: StacSearchResource, object_store: ObjectStoreResource, part: Partition
 ) -> list[dict[str, Any]]:
-    part = partition_of(context.partition_key)
     return publish.scene_products_of(object_store.store(), stac.collection, part)
 
 
 def _composites(
-    context: AssetCheckExecutionContext, stac: StacSearchResource, object_store: ObjectStoreResource
+    stac: StacSearchResource, object_store: ObjectStoreResource, part: Partition
 ) -> list[dict[str, Any]]:
-    part = partition_of(context.partition_key)
     return publish.composites_of(object_store.store(), stac.collection, part)
 
 
@@ -283,8 +319,11 @@ def scene_value_ranges(
     object_store: ObjectStoreResource,
     transform: TransformResource,
 ) -> AssetCheckResult:
-    return _value_ranges(
-        _scenes(context, stac, object_store), transform.max_negative_reflectance_share
+    return check_each(
+        context,
+        lambda part: _value_ranges(
+            _scenes(stac, object_store, part), transform.max_negative_reflectance_share
+        ),
     )
 
 
@@ -300,7 +339,9 @@ def composite_value_ranges(
     stac: StacSearchResource,
     object_store: ObjectStoreResource,
 ) -> AssetCheckResult:
-    return _value_ranges(_composites(context, stac, object_store), None)
+    return check_each(
+        context, lambda part: _value_ranges(_composites(stac, object_store, part), None)
+    )
 
 
 @asset_check(
@@ -315,7 +356,9 @@ def scene_cogs_valid(
     stac: StacSearchResource,
     object_store: ObjectStoreResource,
 ) -> AssetCheckResult:
-    return _cogs_valid(object_store, _scenes(context, stac, object_store))
+    return check_each(
+        context, lambda part: _cogs_valid(object_store, _scenes(stac, object_store, part))
+    )
 
 
 @asset_check(
@@ -330,7 +373,9 @@ def composite_cogs_valid(
     stac: StacSearchResource,
     object_store: ObjectStoreResource,
 ) -> AssetCheckResult:
-    return _cogs_valid(object_store, _composites(context, stac, object_store))
+    return check_each(
+        context, lambda part: _cogs_valid(object_store, _composites(stac, object_store, part))
+    )
 
 
 @asset_check(
@@ -345,7 +390,13 @@ def valid_pixel_fraction(
     object_store: ObjectStoreResource,
     transform: TransformResource,
 ) -> AssetCheckResult:
-    fractions = publish.valid_fractions(_scenes(context, stac, object_store))
+    return check_each(
+        context, lambda part: _valid_fraction(_scenes(stac, object_store, part), transform)
+    )
+
+
+def _valid_fraction(scenes: list[dict[str, Any]], transform: TransformResource) -> AssetCheckResult:
+    fractions = publish.valid_fractions(scenes)
     low = {k: v for k, v in fractions.items() if not transform.min_valid_fraction <= v <= 1.0}
     return AssetCheckResult(
         passed=not low,
@@ -370,9 +421,12 @@ def offset_metadata_agrees(
     stac: StacSearchResource,
     object_store: ObjectStoreResource,
 ) -> AssetCheckResult:
-    disagreements = publish.offset_disagreements(_scenes(context, stac, object_store))
-    return AssetCheckResult(
-        passed=not disagreements,
-        severity=AssetCheckSeverity.WARN,
-        metadata={"disagreements": MetadataValue.json(disagreements)},
-    )
+    def agrees(part: Partition) -> AssetCheckResult:
+        disagreements = publish.offset_disagreements(_scenes(stac, object_store, part))
+        return AssetCheckResult(
+            passed=not disagreements,
+            severity=AssetCheckSeverity.WARN,
+            metadata={"disagreements": MetadataValue.json(disagreements)},
+        )
+
+    return check_each(context, agrees)

@@ -20,12 +20,13 @@ from geospatial_pipeline.assets.ingest import (
     STAC_ITEMS,
     load_items,
     load_manifest,
-    partition_aoi,
     scope_bands,
 )
 from geospatial_pipeline.assets.preview import markdown_table
-from geospatial_pipeline.layout import raw_prefix
+from geospatial_pipeline.assets.runs import PartitionOutcome, materialize_each, run_partitions
+from geospatial_pipeline.layout import Partition, raw_prefix
 from geospatial_pipeline.location import WAREHOUSE_KIND
+from geospatial_pipeline.ondemand import registry
 from geospatial_pipeline.partitions import BACKFILL_POLICY, PARTITIONS
 from geospatial_pipeline.raster.extract import landed_by_aoi
 from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
@@ -72,7 +73,28 @@ def scene_metadata(
     warehouse: WarehouseResource,
 ) -> MaterializeResult:
     bands = scope_bands(scope)
-    part, _ = partition_aoi(context, object_store)
+    return materialize_each(
+        context,
+        [
+            (
+                part,
+                _scene_metadata_of(context, stac, scope, object_store, warehouse, bands, part, aoi),
+            )
+            for part, aoi in run_partitions(context, object_store)
+        ],
+    )
+
+
+def _scene_metadata_of(
+    context: AssetExecutionContext,
+    stac: StacSearchResource,
+    scope: ScopeResource,
+    object_store: ObjectStoreResource,
+    warehouse: WarehouseResource,
+    bands: list[str],
+    part: Partition,
+    aoi: registry.AoiRecord,
+) -> PartitionOutcome:
     found = load_items(object_store, stac.collection, part)
     manifest = load_manifest(object_store, stac.collection, part)
     objects: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -102,7 +124,7 @@ def scene_metadata(
     missing = sorted(set(row_objects) - set(actual))
     size_mismatch = sorted(k for k in set(actual) & set(row_objects) if actual[k] != row_objects[k])
     passed = not (orphans or missing or size_mismatch)
-    return MaterializeResult(
+    return PartitionOutcome(
         metadata={
             "rows": written,
             "rows_in_partition": len(stored_rows),
@@ -127,7 +149,7 @@ def scene_metadata(
                 )
             ),
         },
-        check_results=[
+        checks=[
             AssetCheckResult(
                 check_name="objects_match_rows",
                 passed=passed,
