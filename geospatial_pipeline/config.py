@@ -435,6 +435,48 @@ class RequestsConfig(_Strict):
     minimum_interval_seconds: int = Field(default=30, ge=5)
 
 
+PGSTAC_PASSWORD_ENV_VAR = "PGSTAC_PASSWORD"  # noqa: S105 - the variable's name, not a secret
+
+
+class PublishConfig(_Strict):
+    """Products in a STAC API: each partition's product items upserted into pgstac (served
+    by stac-fastapi-pgstac, e.g. an eoAPI deployment). Unset ``pgstac``: the static
+    catalog in the object store only."""
+
+    # libpq DSN without the password, e.g. "postgresql://user@host:5432/db".
+    pgstac: str | None = None
+    # Read at run time; may be empty (trust or .pgpass authentication) but must be set.
+    pgstac_password_env_var: str = PGSTAC_PASSWORD_ENV_VAR
+    # The API serving that database, for links in the run metadata.
+    stac_api_url: str | None = None
+
+    @field_validator("pgstac")
+    @classmethod
+    def _dsn_without_password(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            parts = conninfo_to_dict(value)
+        except Exception as exc:
+            # psycopg's message quotes the DSN, which may hold a password.
+            raise ValueError(f"is not a PostgreSQL DSN ({type(exc).__name__})") from None
+        if "password" in parts:
+            raise ValueError(
+                "holds a password: give the DSN without it and the password in the "
+                "environment variable named by publish.pgstac_password_env_var"
+            )
+        return value
+
+    @field_validator("stac_api_url")
+    @classmethod
+    def _api_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/") if value else value
+
+
 WarehouseConfig = Annotated[
     DuckDBWarehouseConfig | SnowflakeWarehouseConfig, Field(discriminator="kind")
 ]
@@ -449,6 +491,7 @@ class PipelineConfig(ScopeConfig):
     late_data: LateDataConfig = LateDataConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     requests: RequestsConfig = RequestsConfig()
+    publish: PublishConfig = PublishConfig()
 
     @model_validator(mode="after")
     def _bands_exist(self) -> PipelineConfig:
@@ -543,4 +586,12 @@ def require_secrets(config: PipelineConfig, environ: dict[str, str] | None = Non
             f"warehouse.password_env_var: environment variable {wh.password_env_var} is not set "
             f"(nor {SNOWFLAKE_PRIVATE_KEY_ENV_VAR} for key-pair authentication; Snowflake "
             "credentials are read from the environment, never from the file)"
+        )
+    publish = config.publish
+    if publish.pgstac and publish.pgstac_password_env_var not in env:
+        raise ConfigError(
+            f"publish.pgstac_password_env_var: environment variable "
+            f"{publish.pgstac_password_env_var} is not set (the pgstac password is read from "
+            "the environment, never from the file; set it empty for trust or .pgpass "
+            "authentication)"
         )
