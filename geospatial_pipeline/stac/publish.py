@@ -43,6 +43,7 @@ from geospatial_pipeline.raster.scene import (
 )
 from geospatial_pipeline.stac.itemcollection import dumps
 from geospatial_pipeline.stac.products import LayerObject, product_item, with_catalog_links
+from geospatial_pipeline.stac.render import viewer_links, with_renders
 from geospatial_pipeline.storage.keys import join_key
 from geospatial_pipeline.storage.object_store import ObjectStore
 
@@ -108,9 +109,12 @@ def publish_item(
     decision: dict[str, Any] | None,
     stats: dict[str, Any],
     layers: list[dict[str, Any]],
+    titiler_url: str | None = None,
 ) -> dict[str, Any]:
-    """Publish a product's STAC item; return its manifest entry."""
+    """Publish a product's STAC item (with its map links when ``titiler_url`` is set);
+    return its manifest entry."""
     doc = with_catalog_links(doc, item_key, catalog_key, PRODUCTS_ROOT)
+    doc = with_renders(doc, titiler_url=titiler_url, item_url=store.url(item_key))
     put = store.put_bytes(item_key, dumps(doc), "application/geo+json")
     return {
         "item_id": item_id,
@@ -123,6 +127,7 @@ def publish_item(
         "decision": decision,
         "stats": stats,
         "layers": layers,
+        "viewers": viewer_links(doc),
     }
 
 
