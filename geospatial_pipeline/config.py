@@ -482,6 +482,21 @@ WarehouseConfig = Annotated[
 ]
 
 
+class MapsConfig(_Strict):
+    """A map of every product: with ``titiler_url`` set (a TiTiler serving its ``/stac``
+    endpoints and able to read the object store), product items get ``tilejson``, ``xyz``
+    and map-page links built from their render settings (stac/render.py)."""
+
+    titiler_url: str | None = None
+
+    @field_validator("titiler_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value
+
+
 class PipelineConfig(ScopeConfig):
     stac: StacConfig = StacConfig()
     partitions: PartitionsConfig
@@ -492,6 +507,7 @@ class PipelineConfig(ScopeConfig):
     schedule: ScheduleConfig = ScheduleConfig()
     requests: RequestsConfig = RequestsConfig()
     publish: PublishConfig = PublishConfig()
+    maps: MapsConfig = MapsConfig()
 
     @model_validator(mode="after")
     def _bands_exist(self) -> PipelineConfig:
