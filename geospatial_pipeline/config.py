@@ -497,6 +497,54 @@ class MapsConfig(_Strict):
         return value
 
 
+NotificationEvent = Literal["run_failed", "quality_gate", "late_scenes", "request_ended"]
+NOTIFICATION_EVENTS: tuple[NotificationEvent, ...] = (
+    "run_failed",
+    "quality_gate",
+    "late_scenes",
+    "request_ended",
+)
+_ENV_VAR_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class NotificationsConfig(_Strict):
+    """Alerts (alerts.py, notify/): where they go and which events send one. Receivers are
+    named by environment variables (webhook URLs and Slack tokens are secrets): none set,
+    no alert is sent and no alert sensor runs."""
+
+    # The Dagster UI the messages link to (runs, assets).
+    ui_base_url: str = "http://127.0.0.1:3000"
+    # A generic JSON webhook (Teams Workflows, Mattermost and others): its URL's variable.
+    webhook_url_env_var: str | None = Field(default=None, pattern=_ENV_VAR_NAME)
+    # Slack through dagster-slack: the bot token's variable and the channel to post to.
+    slack_token_env_var: str | None = Field(default=None, pattern=_ENV_VAR_NAME)
+    slack_channel: str | None = None
+    events: list[NotificationEvent] = Field(default_factory=lambda: list(NOTIFICATION_EVENTS))
+    # Per delivery attempt; a receiver that does not answer in time is skipped (no retry).
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+
+    @field_validator("ui_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http(s) URL, got {value!r}")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _slack_pair(self) -> NotificationsConfig:
+        if (self.slack_token_env_var is None) != (self.slack_channel is None):
+            raise ValueError("give both slack_token_env_var and slack_channel, or neither")
+        return self
+
+    @property
+    def has_receiver(self) -> bool:
+        return self.webhook_url_env_var is not None or self.slack_token_env_var is not None
+
+    def sends(self, event: NotificationEvent) -> bool:
+        """Whether ``event`` sends a message: chosen in ``events`` and a receiver set."""
+        return self.has_receiver and event in self.events
+
+
 class PipelineConfig(ScopeConfig):
     stac: StacConfig = StacConfig()
     partitions: PartitionsConfig
@@ -508,6 +556,7 @@ class PipelineConfig(ScopeConfig):
     requests: RequestsConfig = RequestsConfig()
     publish: PublishConfig = PublishConfig()
     maps: MapsConfig = MapsConfig()
+    notifications: NotificationsConfig = NotificationsConfig()
 
     @model_validator(mode="after")
     def _bands_exist(self) -> PipelineConfig:
