@@ -17,11 +17,13 @@ from dagster import (
     sensor,
 )
 
+from geospatial_pipeline.alerts import send_late_scenes
 from geospatial_pipeline.assets.ingest import STAC_ITEMS
-from geospatial_pipeline.config import LateDataConfig
+from geospatial_pipeline.config import LateDataConfig, NotificationsConfig
 from geospatial_pipeline.layout import Partition, items_key, late_record_key, manifest_key
 from geospatial_pipeline.ondemand import registry
 from geospatial_pipeline.partitions import AOI_PARTITIONS_NAME, DAYS, partition_key
+from geospatial_pipeline.resources.notify import NotifierResource
 from geospatial_pipeline.resources.stac import StacSearchResource
 from geospatial_pipeline.resources.storage import ObjectStoreResource
 from geospatial_pipeline.stac.itemcollection import dumps
@@ -57,7 +59,9 @@ def make_cursor(since: dt.datetime) -> str:
     return json.dumps({"updated_after": since.astimezone(dt.UTC).isoformat()})
 
 
-def build_late_scenes_sensor(job_name: str, settings: LateDataConfig) -> SensorDefinition:
+def build_late_scenes_sensor(
+    job_name: str, settings: LateDataConfig, alerts: NotificationsConfig | None = None
+) -> SensorDefinition:
     # A function of the settings: the polling interval is configuration.
     if settings.lookback_days is not None:
         days = f"the last {settings.lookback_days} acquisition days"
@@ -67,7 +71,7 @@ def build_late_scenes_sensor(job_name: str, settings: LateDataConfig) -> SensorD
             f"{settings.unfiltered_lookback_days} acquisition days)"
         )
 
-    @sensor(
+    decorate = sensor(
         name=SENSOR_NAME,
         # Named, not passed: the object define_asset_job returns has no public type.
         job_name=job_name,
@@ -79,10 +83,12 @@ def build_late_scenes_sensor(job_name: str, settings: LateDataConfig) -> SensorD
             "late ones under late_data/{day}/ and requests one run per affected (day, AOI)."
         ),
     )
-    def late_scenes_sensor(
+
+    def evaluate(
         context: SensorEvaluationContext,
         stac: StacSearchResource,
         object_store: ObjectStoreResource,
+        notifier: NotifierResource | None = None,
     ) -> SensorResult | SkipReason:
         now = dt.datetime.now(dt.UTC)
         since = parse_cursor(context.cursor)
@@ -156,6 +162,7 @@ def build_late_scenes_sensor(job_name: str, settings: LateDataConfig) -> SensorD
             by_item[(late.partition, late.item_id)].append(late)
             by_part[late.part].append(late)
             context.log.info("late item %s for %s: %s", late.item_id, late.part, late.reason)
+        recorded: list[LateItem] = []
         for (day, item_id), lates in sorted(by_item.items()):
             key = late_record_key(day, item_id)
             record = late_record(lates, now)
@@ -163,6 +170,7 @@ def build_late_scenes_sensor(job_name: str, settings: LateDataConfig) -> SensorD
             # its detection time) while the content and its AOIs are the same.
             if store.head(key) is None or _differs(json.loads(store.get_bytes(key)), record):
                 store.put_bytes(key, dumps(record), "application/json")
+                recorded += lates
         requests = [
             RunRequest(
                 partition_key=partition_key(part),
@@ -186,7 +194,37 @@ def build_late_scenes_sensor(job_name: str, settings: LateDataConfig) -> SensorD
                 ),
                 cursor=cursor,
             )
+        if notifier is not None:
+            # Only what this tick recorded: items brought back by the overlap are known.
+            send_late_scenes(
+                notifier,
+                recorded,
+                asset_path=STAC_ITEMS.path,
+                trigger_tag=(TRIGGER_TAG, SENSOR_NAME),
+                log=context.log,
+            )
         return SensorResult(run_requests=requests, cursor=cursor)
+
+    if alerts is not None and alerts.sends("late_scenes"):
+        # The notifier is a required resource only where alerts are on.
+        @decorate
+        def late_scenes_sensor_with_alerts(
+            context: SensorEvaluationContext,
+            stac: StacSearchResource,
+            object_store: ObjectStoreResource,
+            notifier: NotifierResource,
+        ) -> SensorResult | SkipReason:
+            return evaluate(context, stac, object_store, notifier)
+
+        return late_scenes_sensor_with_alerts
+
+    @decorate
+    def late_scenes_sensor(
+        context: SensorEvaluationContext,
+        stac: StacSearchResource,
+        object_store: ObjectStoreResource,
+    ) -> SensorResult | SkipReason:
+        return evaluate(context, stac, object_store)
 
     return late_scenes_sensor
 
