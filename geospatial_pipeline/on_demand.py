@@ -32,7 +32,8 @@ from dagster import (
     sensor,
 )
 
-from geospatial_pipeline.config import PipelineConfig, RequestsConfig
+from geospatial_pipeline.alerts import send_request_ended
+from geospatial_pipeline.config import NotificationsConfig, PipelineConfig, RequestsConfig
 from geospatial_pipeline.errors import ConfigError
 from geospatial_pipeline.layout import Partition
 from geospatial_pipeline.location import LOCATION_CONFIG
@@ -43,6 +44,7 @@ from geospatial_pipeline.partitions import (
     partition_key,
     partition_of,
 )
+from geospatial_pipeline.resources.notify import NotifierResource
 from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
 from geospatial_pipeline.resources.storage import ObjectStoreResource
 from geospatial_pipeline.resources.warehouse import WarehouseResource
@@ -232,8 +234,10 @@ def _launch(
     return run_requests, {"queue": queue, "done": done}
 
 
-def build_status_sensor(settings: RequestsConfig) -> SensorDefinition:
-    @sensor(
+def build_status_sensor(
+    settings: RequestsConfig, alerts: NotificationsConfig | None = None
+) -> SensorDefinition:
+    decorate = sensor(
         name=STATUS_SENSOR,
         minimum_interval_seconds=settings.minimum_interval_seconds,
         default_status=DefaultSensorStatus.RUNNING,
@@ -243,10 +247,12 @@ def build_status_sensor(settings: RequestsConfig) -> SensorDefinition:
             "complete or failed once every day has ended, with the product STAC items."
         ),
     )
-    def request_status_sensor(
+
+    def evaluate(
         context: SensorEvaluationContext,
         stac: StacSearchResource,
         object_store: ObjectStoreResource,
+        notifier: NotifierResource | None = None,
     ) -> SensorResult | SkipReason:
         since = float(context.cursor) if context.cursor else 0.0
         # Run storage may keep update times to the second (SQLite): a run updated later in
@@ -263,6 +269,8 @@ def build_status_sensor(settings: RequestsConfig) -> SensorDefinition:
         )
         store = object_store.store()
         updated: dict[str, requests.RequestStatus] = {}
+        # Each request's state before this tick: an alert goes out when it changes to an end.
+        before: dict[str, requests.RequestState] = {}
         newest = since
         for record in records:
             newest = max(newest, record.update_timestamp.timestamp())
@@ -274,6 +282,7 @@ def build_status_sensor(settings: RequestsConfig) -> SensorDefinition:
             status = updated.get(request_id) or requests.read_status(store, request_id)
             if status is None or status.state == "rejected":
                 continue
+            before.setdefault(request_id, status.state)
             part = partition_of(run.tags["dagster/partition"])
             items = _stac_items(store, stac.collection, part) if state == "succeeded" else None
             try:
@@ -287,10 +296,35 @@ def build_status_sensor(settings: RequestsConfig) -> SensorDefinition:
         for status in updated.values():
             requests.write_status(store, status)
             context.log.info("request %s: %s", status.request_id, status.state)
+            # After the write: a tick repeated after a crash finds the end recorded and
+            # does not send the alert twice.
+            if notifier is not None and before.get(status.request_id) != status.state:
+                send_request_ended(notifier, status, request_tag=REQUEST_TAG, log=context.log)
         cursor = repr(newest)
         if not updated:
             return SensorResult(skip_reason="no request run changed", cursor=cursor)
         return SensorResult(cursor=cursor)
+
+    if alerts is not None and alerts.sends("request_ended"):
+        # The notifier is a required resource only where alerts are on.
+        @decorate
+        def request_status_sensor_with_alerts(
+            context: SensorEvaluationContext,
+            stac: StacSearchResource,
+            object_store: ObjectStoreResource,
+            notifier: NotifierResource,
+        ) -> SensorResult | SkipReason:
+            return evaluate(context, stac, object_store, notifier)
+
+        return request_status_sensor_with_alerts
+
+    @decorate
+    def request_status_sensor(
+        context: SensorEvaluationContext,
+        stac: StacSearchResource,
+        object_store: ObjectStoreResource,
+    ) -> SensorResult | SkipReason:
+        return evaluate(context, stac, object_store)
 
     return request_status_sensor
 
@@ -377,4 +411,7 @@ def request_imagery() -> None:
 
 
 def on_demand_sensors(job_name: str, config: PipelineConfig) -> list[SensorDefinition]:
-    return [build_requests_sensor(job_name, config.requests), build_status_sensor(config.requests)]
+    return [
+        build_requests_sensor(job_name, config.requests),
+        build_status_sensor(config.requests, config.notifications),
+    ]
