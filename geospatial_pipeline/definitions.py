@@ -16,6 +16,7 @@ from dagster import (
     load_assets_from_modules,
 )
 
+from geospatial_pipeline.alerts import alert_sensors
 from geospatial_pipeline.assets import catalog, datamart, ingest, transform, warehouse
 from geospatial_pipeline.config import PipelineConfig, load_config, require_secrets
 from geospatial_pipeline.deployment import executor_for, heavy_run_tags
@@ -24,6 +25,7 @@ from geospatial_pipeline.on_demand import on_demand_sensors, request_imagery
 from geospatial_pipeline.partitions import PARTITIONS_SETTINGS
 from geospatial_pipeline.reconciliation import reconcile_catalog_job
 from geospatial_pipeline.resources import build_resources
+from geospatial_pipeline.resources.notify import notifier_resources
 from geospatial_pipeline.schedules import build_daily_schedule
 from geospatial_pipeline.sensors import build_late_scenes_sensor
 
@@ -71,11 +73,13 @@ def build_defs(config: PipelineConfig) -> Definitions:
         jobs=[ingest_job, reconcile_catalog_job, request_imagery],
         schedules=schedules,
         sensors=[
-            build_late_scenes_sensor(INGEST_JOB, config.late_data),
+            build_late_scenes_sensor(INGEST_JOB, config.late_data, config.notifications),
             *on_demand_sensors(INGEST_JOB, config),
             *([catalog.catalog_root_sensor()] if config.transform.enabled else []),
+            # Only with a receiver configured (notifications), as is the notifier.
+            *alert_sensors(config.notifications, everything),
         ],
-        resources=build_resources(config),
+        resources={**build_resources(config), **notifier_resources(config.notifications)},
         # k8s_job_executor (one pod per step) when GEOSPATIAL_PIPELINE_ENV is dev/prod.
         executor=executor_for(),
     )
