@@ -17,7 +17,7 @@ from dagster import (
 )
 
 from geospatial_pipeline.alerts import alert_sensors
-from geospatial_pipeline.assets import catalog, datamart, ingest, transform, warehouse
+from geospatial_pipeline.assets import catalog, datamart, ingest, publish, transform, warehouse
 from geospatial_pipeline.config import PipelineConfig, load_config, require_secrets
 from geospatial_pipeline.deployment import executor_for, heavy_run_tags
 from geospatial_pipeline.errors import ConfigError
@@ -43,6 +43,8 @@ def build_assets(config: PipelineConfig) -> list[AssetsDefinition]:
             f"at import); this configuration has {config.partitions.model_dump(mode='json')}"
         )
     modules = INGEST_MODULES + (TRANSFORM_MODULES if config.transform.enabled else [])
+    # Products in a STAC API when a pgstac database is configured (publish.pgstac).
+    modules += [publish] if config.transform.enabled and config.publish.pgstac else []
     assets = [a for a in load_assets_from_modules(modules) if isinstance(a, AssetsDefinition)]
     return [*assets, *load_asset_checks_from_modules(modules)]
 
