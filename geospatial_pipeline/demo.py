@@ -28,6 +28,7 @@ from geospatial_pipeline.config import CONFIG_ENV_VAR, PipelineConfig, load_conf
 from geospatial_pipeline.deployment import local_instance_concurrency
 from geospatial_pipeline.local.sample_catalog import generate_sample_catalog
 from geospatial_pipeline.local.stac_server import RustacStacServer
+from geospatial_pipeline.local.titiler import TiTilerServer
 
 DEMO_DAY = dt.date(2024, 6, 15)
 # The configured AOI, and the one the demo requests on demand (not in the file).
@@ -40,7 +41,7 @@ REQUESTED_AOI = "blagnac"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def write_config(out: Path, api_url: str) -> Path:
+def write_config(out: Path, api_url: str, titiler_url: str | None = None) -> Path:
     doc: dict[str, Any] = {
         "stac": {"api_url": api_url, "collection": "sentinel-2-l2a", "max_cloud_cover": 90},
         "aois": [{"name": CONFIGURED_AOI, "bbox": list(DEMO_AOIS[CONFIGURED_AOI])}],
@@ -49,6 +50,7 @@ def write_config(out: Path, api_url: str) -> Path:
         "partitions": {"start_date": DEMO_DAY.isoformat(), "end_date": DEMO_DAY.isoformat()},
         "storage": {"url": str(out / "objects")},
         "warehouse": {"kind": "duckdb", "path": str(out / "warehouse.duckdb")},
+        **({"maps": {"titiler_url": titiler_url}} if titiler_url else {}),
     }
     path = out / "pipeline.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -298,10 +300,14 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
     print("  UI                 make dev  (then open http://127.0.0.1:3000)")
 
 
-def run_dev(out: Path, port: int, stac_port: int) -> int:
+def run_dev(out: Path, port: int, stac_port: int, titiler_port: int) -> int:
     catalog = _prepare(out)
-    with RustacStacServer(catalog.items, [catalog.collection], port=stac_port) as server:
-        config_path = write_config(out, server.url)
+    with (
+        RustacStacServer(catalog.items, [catalog.collection], port=stac_port) as server,
+        # A fixed port: the map links written into product items stay valid across sessions.
+        TiTilerServer(port=titiler_port, workdir=out / "titiler") as titiler,
+    ):
+        config_path = write_config(out, server.url, titiler.url)
         env = {
             **os.environ,
             CONFIG_ENV_VAR: str(config_path),
@@ -311,7 +317,10 @@ def run_dev(out: Path, port: int, stac_port: int) -> int:
         # register them on its first tick too).
         sync = [sys.executable, "-m", "geospatial_pipeline", "aois", "sync"]
         subprocess.run(sync, env=env, cwd=REPO, check=True)
-        print(f"STAC API on {server.url}; Dagster UI on http://127.0.0.1:{port}")
+        print(
+            f"STAC API on {server.url}; TiTiler (product maps) on {titiler.url}; "
+            f"Dagster UI on http://127.0.0.1:{port}"
+        )
         cmd = [
             str(Path(sys.executable).parent / "dagster"),
             "dev",
@@ -343,13 +352,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / ".demo")
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--stac-port", type=int, default=7822)
+    parser.add_argument("--titiler-port", type=int, default=8010)
     args = parser.parse_args(argv)
     out = args.out.resolve()
     if args.command == "dev":
         # SIGTERM (e.g. from `timeout` or a container stop) unwinds like Ctrl-C, so the
         # local STAC API and the UI are stopped too.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-        return run_dev(out, args.port, args.stac_port)
+        return run_dev(out, args.port, args.stac_port, args.titiler_port)
     summary = run_demo(out)
     print_summary(summary, out)
     return 0
