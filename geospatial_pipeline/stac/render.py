@@ -169,9 +169,18 @@ def viewer_links(item: Mapping[str, Any]) -> dict[str, str]:
 
 def product_viewers(products: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     """Metadata label -> map page for manifest entries (``viewers`` as written by
-    ``publish_item``), e.g. ``"S2B_...__toulouse-centre ndvi"``."""
+    ``publish_item``), e.g. ``"S2B_.../toulouse-centre ndvi"``."""
     return {
         f"{p['item_id']}/{p['aoi']} {render_id}": url
         for p in products
         for render_id, url in dict(p.get("viewers") or {}).items()
     }
+
+
+def viewers_markdown(products: Sequence[Mapping[str, Any]]) -> str | None:
+    """The map pages of manifest entries as a markdown list of links (clickable in the
+    Dagster UI); None when no product has one (no TiTiler configured)."""
+    viewers = product_viewers(products)
+    if not viewers:
+        return None
+    return "\n".join(f"- [{label}]({url})" for label, url in viewers.items())
