@@ -15,7 +15,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -43,7 +43,7 @@ ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 DAY2 = "2020-02-24"
 ITEM2 = ITEM.replace("20200219", "20200224")
 ITEM1_REPROCESSED = ITEM.replace("_0_", "_1_")
-AOI = AOIS[0]  # dunes
+AOI = cast(dict[str, Any], AOIS[0])  # dunes
 CLOUDY = 62.5
 COLLECTION = "sentinel-2-l2a"
 
@@ -120,7 +120,7 @@ def test_pgstac_items_asset_only_when_a_database_is_configured(tmp_path: Path) -
 def test_api_item_resolves_hrefs_and_keeps_provenance(tmp_path: Path) -> None:
     store = LocalObjectStore(tmp_path)
     key = "processed/s2/2020-02-19/dunes/X/item.json"
-    doc = {
+    doc: dict[str, Any] = {
         "type": "Feature",
         "id": "X__dunes",
         "properties": {"datetime": "2020-02-19T11:34:25Z"},
@@ -308,7 +308,9 @@ def test_collection_in_the_api(published: dict[str, Any], stac_api: str) -> None
     import pystac_client
 
     client = pystac_client.Client.open(stac_api)
-    collection = client.get_collection(pgstac.collection_id(COLLECTION)).to_dict()
+    found = client.get_collection(pgstac.collection_id(COLLECTION))
+    assert found is not None
+    collection = found.to_dict()
     assert {"red", "ndvi", "ndvi_median"} <= set(collection["item_assets"])
     assert {"true-color", "ndvi"} <= set(collection["renders"])
     assert collection["license"] and collection["providers"]

@@ -191,15 +191,6 @@ def partition_rows(db: Any, collection: str, day: dt.date, aoi: str) -> list[str
     return [str(row[0]) for row in rows]
 
 
-def count_rows(db: Any, collection: str) -> int:
-    """Every row of the product collection."""
-    return int(
-        db.query_one(
-            "SELECT count(*) FROM items WHERE collection = %s", (collection_id(collection),)
-        )
-    )
-
-
 Extent = tuple[list[float], tuple[str | None, str | None]]
 
 
@@ -223,7 +214,8 @@ def _upserted_extent(
     if previous is None:
         return bbox, (first, last)
     (old_bbox, (old_first, old_last)) = previous
-    # ISO 8601 UTC strings of one form order as their instants.
+    # ISO 8601 UTC strings compare as their instants to the second ('Z' and '+00:00'
+    # forms may misorder within one): close enough until the recompute from the rows.
     return (
         union_bbox([bbox, old_bbox]) or bbox,
         (min(first, old_first) if old_first else None, max(last, old_last) if old_last else None),
@@ -239,7 +231,8 @@ UPDATE collections SET content = jsonb_set_lax(
             'platform', jsonb_agg(DISTINCT p->'platform')
                 FILTER (WHERE p ? 'platform' AND jsonb_typeof(p->'platform') = 'string'),
             'proj:code', jsonb_agg(DISTINCT p->'proj:code') FILTER (WHERE p ? 'proj:code'),
-            'geospatial_pipeline:aoi', jsonb_agg(DISTINCT p->'geospatial_pipeline:aoi'),
+            'geospatial_pipeline:aoi', jsonb_agg(DISTINCT p->'geospatial_pipeline:aoi')
+                FILTER (WHERE p ? 'geospatial_pipeline:aoi'),
             'eo:cloud_cover', CASE WHEN count(p->'eo:cloud_cover') FILTER (
                     WHERE jsonb_typeof(p->'eo:cloud_cover') = 'number') > 0
                 THEN jsonb_build_object(
