@@ -24,6 +24,7 @@ from dagster import (
     asset_check,
 )
 
+from geospatial_pipeline.assets.preview import location, table
 from geospatial_pipeline.assets.runs import (
     PartitionOutcome,
     check_each,
@@ -152,8 +153,12 @@ def _stac_catalog_of(
     return PartitionOutcome(
         metadata={
             "stac_items": len(products),
-            "sub_catalog": put.url,
-            "bbox": MetadataValue.json(doc["extent"]["spatial"]["bbox"][0]),
+            "sub_catalog": location(put.url),
+            "bbox": _bbox_text(doc["extent"]["spatial"]["bbox"][0]),
+            "items": table(
+                [{"item": p["item_id"], "stac_item": p["stac_item_url"]} for p in products],
+                ["item", "stac_item"],
+            ),
         }
     )
 
@@ -233,8 +238,8 @@ def stac_catalog_root(
             "aois": len({_partition_of(k)[1] for k in keys}),
             "first_day": _partition_of(keys[0])[0] if keys else "",
             "last_day": _partition_of(keys[-1])[0] if keys else "",
-            "extent": MetadataValue.json(collection["extent"]),
-            "catalog": put.url,
+            "bbox": _bbox_text(collection["extent"]["spatial"]["bbox"][0]),
+            "catalog": location(put.url),
         }
     )
 
@@ -264,6 +269,11 @@ def catalog_valid(
             "sub_catalogs_linked": len(linked),
         },
     )
+
+
+def _bbox_text(bbox: list[float]) -> str:
+    west, south, east, north = bbox
+    return f"W {west:.5f}, S {south:.5f}, E {east:.5f}, N {north:.5f}"
 
 
 def _partition_of(href: str) -> tuple[str, str]:

@@ -20,7 +20,12 @@ from shapely.geometry.base import BaseGeometry
 
 from geospatial_pipeline.assets.catalog import STAC_CATALOG
 from geospatial_pipeline.assets.ingest import load_manifest
-from geospatial_pipeline.assets.preview import markdown_table
+from geospatial_pipeline.assets.preview import (
+    human_bytes,
+    inline_images,
+    table,
+    warehouse_table,
+)
 from geospatial_pipeline.assets.runs import (
     PartitionOutcome,
     check_each,
@@ -34,6 +39,7 @@ from geospatial_pipeline.location import WAREHOUSE_KIND
 from geospatial_pipeline.ondemand import registry
 from geospatial_pipeline.partitions import BACKFILL_POLICY, PARTITIONS
 from geospatial_pipeline.raster import stats as raster_stats
+from geospatial_pipeline.raster.chart import CHART_SIZE_PX, HISTORY_DAYS, ndvi_history_png
 from geospatial_pipeline.raster.cog import gdal_env
 from geospatial_pipeline.raster.scene import strip_rows
 from geospatial_pipeline.raster.stats import SceneSources, grid_of
@@ -249,29 +255,41 @@ def _daily_aoi_stats_of(
         )
     written = warehouse.replace_partition(DAILY_AOI_STATS, (part.day, part.aoi), stats)
     scenes = {row["aoi"]: row["scenes_used"] for row in stats}
+    first_day = part.day - dt.timedelta(days=HISTORY_DAYS - 1)
+    # One query for the AOI's whole window, today's row included as just committed.
+    history = warehouse.fetch_range(DAILY_AOI_STATS, part.aoi, first_day, part.day)
+    chart = ndvi_history_png(history, part.aoi, first_day, part.day)
     return PartitionOutcome(
         metadata={
             "rows": written,
+            **warehouse_table(DAILY_AOI_STATS, warehouse.table_name(DAILY_AOI_STATS), written),
             "scenes_per_aoi": MetadataValue.text(
                 ", ".join(f"{aoi}: {n} scene{'s' * (n != 1)}" for aoi, n in scenes.items())
             ),
-            "pixels_observed": MetadataValue.json(observed),
+            "pixels_observed": sum(observed.values()),
             "table": DAILY_AOI_STATS.name,
             "warehouse": warehouse.describe(),
-            "preview": MetadataValue.md(
-                markdown_table(
-                    [
-                        {
-                            k: (round(v, 4) if isinstance(v, float) else v)
-                            for k, v in row.items()
-                            if k not in ("offset_decisions", "partition_date")
-                        }
-                        for row in stats
-                    ]
-                )
+            "ndvi_history": inline_images(
+                [(f"{part.aoi}: NDVI and pixel fractions, last {HISTORY_DAYS} days", chart)],
+                long_side=max(CHART_SIZE_PX),
+            ),
+            "history_days_with_rows": len(history),
+            "preview": table(
+                [
+                    {
+                        k: (round(v, 4) if isinstance(v, float) else v)
+                        for k, v in row.items()
+                        if k not in ("offset_decisions", "partition_date")
+                    }
+                    for row in stats
+                ],
+                [c.name for c in DAILY_AOI_STATS.columns if c.name not in _NOT_PREVIEWED],
             ),
         }
     )
+
+
+_NOT_PREVIEWED = ("offset_decisions", "partition_date")
 
 
 @asset(
@@ -314,9 +332,33 @@ def _scene_quality_of(
     return PartitionOutcome(
         metadata={
             "rows": written,
+            **warehouse_table(SCENE_QUALITY, warehouse.table_name(SCENE_QUALITY), written),
             "table": SCENE_QUALITY.name,
             "disagreements": sum(1 for r in rows if r["disagreement"]),
             "warehouse": warehouse.describe(),
+            "preview": table(
+                [
+                    {
+                        "item_id": r["item_id"],
+                        "offset_dn": r["offset_dn"],
+                        "decided_by": r["decided_by"],
+                        "disagreement": r["disagreement"],
+                        "valid %": round(100 * r["valid_pixel_fraction"], 1),
+                        "cloud %": round(100 * r["cloud_fraction"], 1),
+                        "shadow %": round(100 * r["shadow_fraction"], 1),
+                    }
+                    for r in rows
+                ],
+                [
+                    "item_id",
+                    "offset_dn",
+                    "decided_by",
+                    "disagreement",
+                    "valid %",
+                    "cloud %",
+                    "shadow %",
+                ],
+            ),
         }
     )
 
@@ -365,7 +407,11 @@ def _product_catalog_of(
     referenced = {partition_catalog_key(stac.collection, part)} | {
         key
         for product in products
-        for key in (product["stac_item_key"], *(e["key"] for e in product["layers"]))
+        for key in (
+            product["stac_item_key"],
+            *(e["key"] for e in product["layers"]),
+            *(e["key"] for e in product.get("quicklooks", [])),
+        )
     }
     removed = sorted(
         o.key
@@ -374,13 +420,28 @@ def _product_catalog_of(
     )
     for key in removed:
         store.delete(key)
+    size = sum(r["bytes"] for r in rows)
     return PartitionOutcome(
         metadata={
             "rows": written,
+            **warehouse_table(PRODUCT_CATALOG, warehouse.table_name(PRODUCT_CATALOG), written),
             "table": PRODUCT_CATALOG.name,
             "objects_removed": len(removed),
             "warehouse": warehouse.describe(),
-            "bytes": sum(r["bytes"] for r in rows),
+            "size": human_bytes(size),
+            "bytes": size,
+            "preview": table(
+                [
+                    {
+                        "item_id": r["item_id"],
+                        "product": r["product"],
+                        "size": human_bytes(r["bytes"]),
+                        "object_url": r["object_url"],
+                    }
+                    for r in rows
+                ],
+                ["item_id", "product", "size", "object_url"],
+            ),
         }
     )
 

@@ -15,7 +15,7 @@ from dagster import (
     asset,
 )
 
-from geospatial_pipeline.assets.preview import markdown_table
+from geospatial_pipeline.assets.preview import human_bytes, location, table
 from geospatial_pipeline.assets.runs import PartitionOutcome, materialize_each, run_partitions
 from geospatial_pipeline.deployment import RASTER_POOL, heavy_op_tags
 from geospatial_pipeline.layout import Partition, band_key, items_key, manifest_key, raw_prefix
@@ -124,9 +124,10 @@ def _search(
             # Newest processings above stac.max_cloud_cover: their older twins stay out.
             "too_cloudy": MetadataValue.json(found.too_cloudy),
             "cloud_filter": found.filter_mode,
-            "object": MetadataValue.url(put.url) if put.url.startswith("s3://") else put.url,
+            "object": location(put.url),
+            "size": human_bytes(put.size),
             "bytes": put.size,
-            "preview": MetadataValue.md(markdown_table(preview)),
+            "preview": table(preview, ["id", "acquired", "tile", "cloud %", "baseline"]),
         }
     )
 
@@ -234,25 +235,24 @@ def _cut_windows(
             "no_overlap": sum(1 for r in results if not r.key),
             "items_quarantined": len(quarantined),
             "quarantined": MetadataValue.json(quarantined),
+            "size": human_bytes(sum(r.bytes for r in written)),
+            "size_written": human_bytes(sum(r.bytes for r in written if r.written)),
             "bytes": sum(r.bytes for r in written),
             "bytes_written": sum(r.bytes for r in written if r.written),
             "pixels": sum(r.window["width"] * r.window["height"] for r in written if r.window),
             "read_seconds_sum": round(sum(r.read_s for r in results), 3),
-            "prefix": store.url(raw_prefix(stac.collection, part)),
-            "preview": MetadataValue.md(
-                markdown_table(
-                    [
-                        {
-                            "key": r.key,
-                            "bytes": r.bytes,
-                            "window": f"{r.window['width']}x{r.window['height']}"
-                            if r.window
-                            else "",
-                            "written": r.written,
-                        }
-                        for r in written[:20]
-                    ]
-                )
+            "prefix": location(store.url(raw_prefix(stac.collection, part))),
+            "preview": table(
+                [
+                    {
+                        "key": r.key,
+                        "size": human_bytes(r.bytes),
+                        "window": f"{r.window['width']}x{r.window['height']}" if r.window else "",
+                        "written": r.written,
+                    }
+                    for r in written
+                ],
+                ["key", "size", "window", "written"],
             ),
         },
         checks=[

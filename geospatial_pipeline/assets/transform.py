@@ -32,7 +32,7 @@ from geospatial_pipeline.assets.ingest import (
     load_items,
     load_manifest,
 )
-from geospatial_pipeline.assets.preview import markdown_table
+from geospatial_pipeline.assets.preview import human_bytes, inline_images, location, table
 from geospatial_pipeline.assets.runs import (
     PartitionOutcome,
     check_each,
@@ -56,6 +56,7 @@ from geospatial_pipeline.resources.storage import ObjectStoreResource
 from geospatial_pipeline.resources.transform import TransformResource
 from geospatial_pipeline.stac import publish
 from geospatial_pipeline.stac.publish import ProductContext
+from geospatial_pipeline.storage.object_store import ObjectStore
 
 # Partitioned checks are marked preview; they are deliberate (a check re-run alone targets
 # one day, as the asset does), so say it once rather than on every check.
@@ -67,8 +68,8 @@ SCENE_PRODUCTS = AssetKey("scene_products")
 NDVI_COMPOSITE = AssetKey("ndvi_composite")
 # Bumped by hand whenever a change alters what the asset writes (pixels, items, manifest):
 # Dagster then shows the materialized partitions as stale against the new code.
-SCENE_PRODUCTS_VERSION = "1"
-NDVI_COMPOSITE_VERSION = "1"
+SCENE_PRODUCTS_VERSION = "2"
+NDVI_COMPOSITE_VERSION = "2"
 
 
 @contextlib.contextmanager
@@ -166,20 +167,62 @@ def _scene_products_of(
     key = scene_products_manifest_key(collection, part)
     publish.write_manifest(store, key, part, collection, products)
     layers = [e for p in products for e in p["layers"]]
+    size = sum(e["bytes"] for e in layers)
     return PartitionOutcome(
         metadata={
             "scenes": len(products),
             "summary": f"{aoi.name}: {len(products)} scene(s) on {part.day.isoformat()}",
             "objects": len(layers),
-            "bytes": sum(e["bytes"] for e in layers),
+            "size": human_bytes(size),
+            "bytes": size,
             "stac_items": len(products),
-            "manifest": store.url(key),
-            "offset_decisions": MetadataValue.json(
-                [{"item": p["item_id"], **p["decision"]} for p in products]
+            "manifest": location(store.url(key)),
+            "quicklooks": inline_images(_pictures(store, products)),
+            "offset_decisions": table(
+                [_decision_row(p) for p in products], list(_DECISION_COLUMNS)
             ),
-            "preview": MetadataValue.md(markdown_table([_preview(p) for p in products])),
+            "preview": table([_preview(p) for p in products], list(_PREVIEW_COLUMNS)),
         }
     )
+
+
+_DECISION_COLUMNS = (
+    "item",
+    "offset_dn",
+    "decided_by",
+    "disagreement",
+    "processing_baseline",
+    "boa_offset_applied_flag",
+    "metadata_offset_present",
+    "pixel_verdict",
+    "share_below_offset",
+    "evidence_values",
+    "dark_p5_dn",
+    "dark_pixels",
+    "raster_offset",
+)
+_PREVIEW_COLUMNS = (
+    "item",
+    "valid %",
+    "cloud %",
+    "offset DN",
+    "decided by",
+    "stac_item",
+)
+
+
+def _decision_row(p: dict[str, Any]) -> dict[str, Any]:
+    return {"item": p["item_id"], **p["decision"]}
+
+
+def _pictures(store: ObjectStore, products: list[dict[str, Any]]) -> list[tuple[str, bytes]]:
+    """Each product's quicklooks (captioned), read back from the store: what is shown
+    is what was published."""
+    return [
+        (f"{p['item_id']} {look['asset']}", store.get_bytes(look["key"]))
+        for p in products
+        for look in p.get("quicklooks", [])
+    ]
 
 
 @asset(
@@ -236,6 +279,7 @@ def _ndvi_composite_of(
     key = composite_manifest_key(collection, part)
     publish.write_manifest(ctx.store, key, part, collection, composites)
     layers = [e for p in composites for e in p["layers"]]
+    size = sum(e["bytes"] for e in layers)
     return PartitionOutcome(
         metadata={
             "scenes": len(scenes),
@@ -243,8 +287,10 @@ def _ndvi_composite_of(
             if scenes
             else f"{aoi.name}: 0 scenes on {part.day.isoformat()}, no composite",
             "objects": len(layers),
-            "bytes": sum(e["bytes"] for e in layers),
-            "manifest": ctx.store.url(key),
+            "size": human_bytes(size),
+            "bytes": size,
+            "manifest": location(ctx.store.url(key)),
+            "quicklooks": inline_images(_pictures(ctx.store, composites)),
         }
     )
 
@@ -252,11 +298,11 @@ def _ndvi_composite_of(
 def _preview(p: dict[str, Any]) -> dict[str, Any]:
     return {
         "item": p["item_id"],
-        "aoi": p["aoi"],
         "valid %": round(100 * p["stats"]["valid_pixel_fraction"], 1),
         "cloud %": round(100 * p["stats"]["cloud_fraction"], 1),
         "offset DN": p["decision"]["offset_dn"],
         "decided by": p["decision"]["decided_by"],
+        "stac_item": p["stac_item_url"],
     }
 
 
@@ -402,8 +448,14 @@ def _valid_fraction(scenes: list[dict[str, Any]], transform: TransformResource) 
         passed=not low,
         severity=AssetCheckSeverity.ERROR,
         metadata={
-            "fractions": MetadataValue.json(fractions),
-            "below_minimum": MetadataValue.json(low),
+            "fractions": table(
+                [
+                    {"scene": k, "valid_fraction": round(v, 4), "below_minimum": k in low}
+                    for k, v in fractions.items()
+                ],
+                ["scene", "valid_fraction", "below_minimum"],
+            ),
+            "below_minimum": len(low),
             "minimum": transform.min_valid_fraction,
         },
     )
@@ -426,7 +478,9 @@ def offset_metadata_agrees(
         return AssetCheckResult(
             passed=not disagreements,
             severity=AssetCheckSeverity.WARN,
-            metadata={"disagreements": MetadataValue.json(disagreements)},
+            metadata={
+                "disagreements": table(disagreements, list(_DECISION_COLUMNS)),
+            },
         )
 
     return check_each(context, agrees)

@@ -22,7 +22,7 @@ from geospatial_pipeline.assets.ingest import (
     load_manifest,
     scope_bands,
 )
-from geospatial_pipeline.assets.preview import markdown_table
+from geospatial_pipeline.assets.preview import human_bytes, table, warehouse_table
 from geospatial_pipeline.assets.runs import PartitionOutcome, materialize_each, run_partitions
 from geospatial_pipeline.layout import Partition, raw_prefix
 from geospatial_pipeline.location import WAREHOUSE_KIND
@@ -128,25 +128,28 @@ def _scene_metadata_of(
         metadata={
             "rows": written,
             "rows_in_partition": len(stored_rows),
+            **warehouse_table(
+                SCENE_METADATA, warehouse.table_name(SCENE_METADATA), len(stored_rows)
+            ),
             "table": SCENE_METADATA.name,
             "warehouse": warehouse.describe(),
             "band_objects": len(row_objects),
+            "band_size": human_bytes(sum(row_objects.values())),
             "band_bytes": sum(row_objects.values()),
             "objects_removed": len(removed),
-            "preview": MetadataValue.md(
-                markdown_table(
-                    [
-                        {
-                            "item_id": r["item_id"],
-                            "aoi": r["aoi"],
-                            "tile": r["mgrs_tile"],
-                            "cloud_cover": r["cloud_cover"],
-                            "baseline": r["processing_baseline"],
-                            "objects": r["object_count"],
-                        }
-                        for r in rows
-                    ]
-                )
+            "preview": table(
+                [
+                    {
+                        "item_id": r["item_id"],
+                        "tile": r["mgrs_tile"],
+                        "cloud_cover": r["cloud_cover"],
+                        "baseline": r["processing_baseline"],
+                        "objects": r["object_count"],
+                        "size": human_bytes(r["object_bytes"]),
+                    }
+                    for r in rows
+                ],
+                ["item_id", "tile", "cloud_cover", "baseline", "objects", "size"],
             ),
         },
         checks=[

@@ -33,6 +33,7 @@ from geospatial_pipeline.layout import (
 from geospatial_pipeline.raster.cog import validate_cog_bytes, validate_cog_path
 from geospatial_pipeline.raster.extract import COG_CONTENT_TYPE
 from geospatial_pipeline.raster.grid import Grid
+from geospatial_pipeline.raster.quicklook import PNG_CONTENT_TYPE, ndvi_png, true_colour_png
 from geospatial_pipeline.raster.scene import (
     EncodedLayers,
     TransformSettings,
@@ -51,6 +52,8 @@ PRODUCT_LAYERS = ("red", "green", "blue", "nir", "ndvi", "ndwi")
 COMPOSITE_ID = "composite"
 REFLECTANCE_LIMITS = (-0.2, 2.0)  # saturated/specular pixels exceed 1; below -0.2 is wrong
 INDEX_LIMITS = (-1.0, 1.0)
+NDVI_PICTURE_NOTE = "RdYlGn colour map over [-1, 1], legend below"
+QUICKLOOK_ROLES = {"thumbnail": ["thumbnail"], "overview": ["overview"]}
 
 
 def utc_now() -> str:
@@ -87,6 +90,71 @@ def publish_layers(
             }
         )
     return objects, entries, changed
+
+
+@dataclass(frozen=True)
+class Quicklook:
+    """A PNG to publish next to a product, as the item asset ``asset``."""
+
+    asset: str
+    filename: str
+    title: str
+    png: bytes
+
+
+def scene_quicklooks(encoded: EncodedLayers) -> list[Quicklook]:
+    """A scene's true-colour thumbnail and NDVI overview, from its encoded layers."""
+
+    def source(name: str) -> bytes | Path:
+        return encoded[name][0]
+
+    return [
+        Quicklook(
+            "thumbnail",
+            "thumbnail.png",
+            "True colour (red, green, blue; 2-98 % stretch per band)",
+            true_colour_png(source("red"), source("green"), source("blue")),
+        ),
+        Quicklook(
+            "overview",
+            "ndvi.png",
+            f"NDVI ({NDVI_PICTURE_NOTE})",
+            ndvi_png(source("ndvi")),
+        ),
+    ]
+
+
+def publish_quicklooks(
+    store: ObjectStore, directory: str, quicklooks: Sequence[Quicklook]
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]], bool]:
+    """Put each PNG next to the product; return the item's assets for them, the manifest's
+    entries and whether any byte changed."""
+    assets: dict[str, dict[str, Any]] = {}
+    entries: list[dict[str, Any]] = []
+    changed = False
+    for look in quicklooks:
+        put = store.put_bytes(join_key(directory, look.filename), look.png, PNG_CONTENT_TYPE)
+        changed |= put.written
+        assets[look.asset] = {
+            "href": f"./{look.filename}",
+            "type": PNG_CONTENT_TYPE,
+            "title": look.title,
+            "roles": QUICKLOOK_ROLES[look.asset],
+            # Red, green, blue and alpha: the raster and file fields every asset carries.
+            "raster:bands": [{"data_type": "uint8"}] * 4,
+            "file:size": put.size,
+            "file:checksum": "1220" + put.sha256,  # multihash sha2-256, as the layers
+        }
+        entries.append(
+            {
+                "asset": look.asset,
+                "key": put.key,
+                "url": put.url,
+                "bytes": put.size,
+                "sha256": put.sha256,
+            }
+        )
+    return assets, entries, changed
 
 
 def processing_time(store: ObjectStore, item_key: str, changed: bool, now: str) -> str:
@@ -183,6 +251,10 @@ def publish_scene(
         workdir=ctx.workdir,
     )
     objects, entries, changed = publish_layers(ctx.store, directory, scene.layers)
+    pictures, picture_entries, pictures_changed = publish_quicklooks(
+        ctx.store, directory, scene_quicklooks(scene.layers)
+    )
+    changed |= pictures_changed
     item_key = join_key(directory, "item.json")
     s = ctx.settings
     doc = product_item(
@@ -207,6 +279,7 @@ def publish_scene(
             "platform": raw["properties"].get("platform"),
         },
     )
+    doc["assets"].update(pictures)
     entry = publish_item(
         ctx.store,
         doc,
@@ -219,6 +292,7 @@ def publish_scene(
         layers=entries,
     )
     entry["source_href"] = source
+    entry["quicklooks"] = picture_entries
     return entry
 
 
@@ -237,6 +311,13 @@ def publish_composite(
     )
     directory = product_dir(ctx.collection, ctx.part, COMPOSITE_ID)
     objects, entries, changed = publish_layers(ctx.store, directory, {"ndvi_median": composite})
+    overview = Quicklook(
+        "overview", "ndvi.png", f"NDVI median ({NDVI_PICTURE_NOTE})", ndvi_png(composite[0])
+    )
+    pictures, picture_entries, pictures_changed = publish_quicklooks(
+        ctx.store, directory, [overview]
+    )
+    changed |= pictures_changed
     item_key = join_key(directory, "item.json")
     start = dt.datetime.combine(ctx.day, dt.time(), dt.UTC)
     doc = product_item(
@@ -251,7 +332,8 @@ def publish_composite(
         lineage=f"per-pixel median of the valid NDVI of {len(sources)} scene(s)",
         extra_properties={"geospatial_pipeline:aoi": aoi},
     )
-    return publish_item(
+    doc["assets"].update(pictures)
+    entry = publish_item(
         ctx.store,
         doc,
         item_key,
@@ -262,6 +344,8 @@ def publish_composite(
         stats={"scenes": len(sources)},
         layers=entries,
     )
+    entry["quicklooks"] = picture_entries
+    return entry
 
 
 def layer_key(product: Mapping[str, Any], name: str) -> str:
