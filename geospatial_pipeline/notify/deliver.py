@@ -83,9 +83,13 @@ def post_webhook(url: str, message: Message, *, timeout_s: float) -> Delivery:
     receiver = f"webhook {host}"
     try:
         response = requests.post(url, json=webhook_payload(message), timeout=timeout_s)
+    # Not the exceptions' text: it quotes the URL's path and query, where the secret lives.
+    except requests.Timeout:
+        return Delivery(receiver, ok=False, error=f"no answer within {timeout_s:g} s")
+    except requests.ConnectionError:
+        return Delivery(receiver, ok=False, error="cannot connect (refused or unreachable)")
     except requests.RequestException as exc:
-        # The exception's text quotes the URL's path and query, where the secret lives.
-        return Delivery(receiver, ok=False, error=f"{type(exc).__name__} (after ≤{timeout_s:g} s)")
+        return Delivery(receiver, ok=False, error=type(exc).__name__)
     if not response.ok:
         return Delivery(
             receiver,
