@@ -11,8 +11,8 @@
 4. Transform benchmark (``benchmarks/transform.py``): ``transform_raw`` on a 20 km AOI
    at 10 m against a memory-bandwidth bound (decode timed apart), and its peak RSS.
 5. Dagster overhead (``benchmarks/dagster_overhead.py``): a backfill of one AOI over 30
-   sample days through ``dagster dev`` as the UI launches it; share of wall time outside
-   the step bodies.
+   sample days through ``dagster dev`` as the UI launches it, grouped as configured and
+   one run per partition; share of wall time outside the step bodies.
 6. Request sensor (``benchmarks/request_sensor.py``, in its own process): the tick that
    accepts a 30-day request for a new AOI among 500 registered ones, and an idle tick.
 7. Print the tables and, as the last line, one JSON object.
@@ -417,7 +417,9 @@ def main(argv: list[str] | None = None) -> int:
     # transform_mpix_per_s, transform_vs_memory_bound, transform_peak_rss_mb
     summary.update(transform_bench.run(args.transform_repetitions))
     if args.overhead_days:
-        # dagster_overhead_share, dagster_single_run_overhead_share, dagster_code_location_import_s
+        # dagster_overhead_share(_after_first_run), dagster_backfill_wall_s(_one_per_run),
+        # dagster_overhead_share_one_per_run, backfill_daemon_latency_s,
+        # dagster_single_run_overhead_share, dagster_code_location_import_s
         summary.update(overhead_bench.run(args.overhead_days))
     if args.request_sensor_aois:
         # request_sensor_tick_s, request_sensor_idle_tick_s, request_sensor_status_tick_s, ...
