@@ -51,11 +51,13 @@ from geospatial_pipeline.partitions import BACKFILL_POLICY, PARTITIONS
 from geospatial_pipeline.raster.cog import gdal_env
 from geospatial_pipeline.raster.extract import landed_by_aoi
 from geospatial_pipeline.raster.grid import aoi_grid
+from geospatial_pipeline.resources.maps import MapsResource
 from geospatial_pipeline.resources.stac import StacSearchResource
 from geospatial_pipeline.resources.storage import ObjectStoreResource
 from geospatial_pipeline.resources.transform import TransformResource
 from geospatial_pipeline.stac import publish
 from geospatial_pipeline.stac.publish import ProductContext
+from geospatial_pipeline.stac.render import viewers_markdown
 from geospatial_pipeline.storage.object_store import ObjectStore
 
 # Partitioned checks are marked preview; they are deliberate (a check re-run alone targets
@@ -76,6 +78,7 @@ NDVI_COMPOSITE_VERSION = "2"
 def _products_context(
     object_store: ObjectStoreResource,
     transform: TransformResource,
+    maps: MapsResource,
     collection: str,
     part: Partition,
     workdir_prefix: str,
@@ -94,6 +97,7 @@ def _products_context(
             block_pixels=transform.block_pixels,
             workdir=Path(tmp),
             now=publish.utc_now(),
+            titiler_url=maps.titiler_url,
         )
 
 
@@ -119,11 +123,12 @@ def scene_products(
     stac: StacSearchResource,
     object_store: ObjectStoreResource,
     transform: TransformResource,
+    maps: MapsResource,
 ) -> MaterializeResult:
     return materialize_each(
         context,
         [
-            (part, _scene_products_of(context, stac, object_store, transform, part, aoi))
+            (part, _scene_products_of(context, stac, object_store, transform, maps, part, aoi))
             for part, aoi in run_partitions(context, object_store)
         ],
     )
@@ -134,6 +139,7 @@ def _scene_products_of(
     stac: StacSearchResource,
     object_store: ObjectStoreResource,
     transform: TransformResource,
+    maps: MapsResource,
     part: Partition,
     aoi: registry.AoiRecord,
 ) -> PartitionOutcome:
@@ -149,7 +155,9 @@ def _scene_products_of(
     # Items band_rasters quarantined have no band objects: build nothing for them.
     item_ids = sorted(landed_by_aoi(found.by_aoi, manifest).get(aoi.name, []))
     products: list[dict[str, Any]] = []
-    with _products_context(object_store, transform, collection, part, "geospatial-scenes-") as ctx:
+    with _products_context(
+        object_store, transform, maps, collection, part, "geospatial-scenes-"
+    ) as ctx:
         s = ctx.settings
         grid = aoi_grid(aoi.shape, s.resolution, s.crs, s.anchor)
         for item_id in item_ids:
@@ -178,6 +186,7 @@ def _scene_products_of(
             "stac_items": len(products),
             "manifest": location(store.url(key)),
             "quicklooks": inline_images(_pictures(store, products)),
+            "maps": MetadataValue.md(viewers_markdown(products) or "no maps.titiler_url"),
             "offset_decisions": table(
                 [_decision_row(p) for p in products], list(_DECISION_COLUMNS)
             ),
@@ -246,11 +255,12 @@ def ndvi_composite(
     stac: StacSearchResource,
     object_store: ObjectStoreResource,
     transform: TransformResource,
+    maps: MapsResource,
 ) -> MaterializeResult:
     return materialize_each(
         context,
         [
-            (part, _ndvi_composite_of(context, stac, object_store, transform, part, aoi))
+            (part, _ndvi_composite_of(context, stac, object_store, transform, maps, part, aoi))
             for part, aoi in run_partitions(context, object_store)
         ],
     )
@@ -261,13 +271,14 @@ def _ndvi_composite_of(
     stac: StacSearchResource,
     object_store: ObjectStoreResource,
     transform: TransformResource,
+    maps: MapsResource,
     part: Partition,
     aoi: registry.AoiRecord,
 ) -> PartitionOutcome:
     collection = stac.collection
     composites: list[dict[str, Any]] = []
     with _products_context(
-        object_store, transform, collection, part, "geospatial-composite-"
+        object_store, transform, maps, collection, part, "geospatial-composite-"
     ) as ctx:
         s = ctx.settings
         scenes = publish.scene_products_of(ctx.store, collection, part)

@@ -12,6 +12,7 @@ from geospatial_pipeline.config import (
     PipelineConfig,
     SnowflakeWarehouseConfig,
 )
+from geospatial_pipeline.resources.maps import MapsResource
 from geospatial_pipeline.resources.pgstac import PgstacResource
 from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
 from geospatial_pipeline.resources.storage import ObjectStoreResource
@@ -53,6 +54,7 @@ def build_resources(config: PipelineConfig) -> dict[str, Any]:
         "object_store": ObjectStoreResource.from_config(config.storage),
         "warehouse": build_warehouse(config),
         "transform": TransformResource.from_config(config.transform),
+        "maps": MapsResource.from_config(config.maps),
         # Only with publish.pgstac: its password variable is then required (require_secrets).
         **({"pgstac": PgstacResource.from_config(config.publish)} if config.publish.pgstac else {}),
     }

@@ -217,6 +217,8 @@ class ProductContext:
     block_pixels: int
     workdir: Path
     now: str
+    # maps.titiler_url: the items get map links to it (stac/render.py).
+    titiler_url: str | None = None
 
     @property
     def catalog_key(self) -> str:
@@ -290,6 +292,7 @@ def publish_scene(
         decision=scene.decision.as_dict(),
         stats=scene.stats,
         layers=entries,
+        titiler_url=ctx.titiler_url,
     )
     entry["source_href"] = source
     entry["quicklooks"] = picture_entries
@@ -343,6 +346,7 @@ def publish_composite(
         decision=None,
         stats={"scenes": len(sources)},
         layers=entries,
+        titiler_url=ctx.titiler_url,
     )
     entry["quicklooks"] = picture_entries
     return entry
