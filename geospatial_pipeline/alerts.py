@@ -153,8 +153,13 @@ def failure_messages(
     if gates:
         return gates
     steps = context.get_step_failure_events()
-    if steps and steps[0].step_failure_data.error is not None:
-        reason = steps[0].step_failure_data.error.message.strip()
+    error = steps[0].step_failure_data.error if steps else None
+    if error is not None:
+        # Dagster wraps the asset's own exception ("Error occurred while executing op
+        # …"); the innermost cause is what went wrong.
+        while error.cause is not None:
+            error = error.cause
+        reason = error.message.strip()
     else:
         reason = context.failure_event.message or "the run failed"
     return [

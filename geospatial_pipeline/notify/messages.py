@@ -39,7 +39,8 @@ class Message:
     def text(self) -> str:
         """The message as plain text (chat fallbacks, logs)."""
         lines = [self.title, *(f"{k}: {v}" for k, v in self.fields.items()), *self.details]
-        return "\n".join([*lines, self.link])
+        others = [f"{name}: {url}" for name, url in self.links.items()]
+        return "\n".join([*lines, self.link, *others])
 
 
 def run_url(ui_base_url: str, run_id: str) -> str:
@@ -116,9 +117,8 @@ def quality_gate(
         "check": check_name,
         "asset": asset,
         "partition": partition or "(none)",
-        "checks": check_description or "(no description)",
+        "check description": check_description or "(none)",
         "reason": reason or "the check failed",
-        "run": run_id,
     }
     return Message(
         event="quality_gate",
