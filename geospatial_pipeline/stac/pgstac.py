@@ -20,6 +20,7 @@ import posixpath
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from geospatial_pipeline.errors import PipelineError
@@ -125,13 +126,20 @@ def api_item(
         if not href:
             raise PgstacError(f"item {out.get('id')!r} asset {name!r} has no href")
         if "://" not in href and not href.startswith("/"):
-            asset["href"] = store.url(posixpath.normpath(posixpath.join(base, href)))
+            asset["href"] = absolute_href(store.url(posixpath.normpath(posixpath.join(base, href))))
     out["links"] = [
         link
         for link in out.get("links", [])
         if link.get("rel") not in _API_LINK_RELS and "://" in str(link.get("href", ""))
     ]
     return out
+
+
+def absolute_href(url: str) -> str:
+    """A store address as an href readers resolve the same from anywhere: a local path
+    becomes a file:// URI (clients would read a bare path as relative to the API's
+    address)."""
+    return url if "://" in url else Path(url).resolve().as_uri()
 
 
 def item_extent(items: Sequence[Mapping[str, Any]]) -> tuple[list[float], tuple[str, str]]:
