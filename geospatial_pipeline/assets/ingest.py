@@ -2,6 +2,7 @@
 bands as COGs."""
 
 import json
+import warnings
 from typing import Any
 
 from dagster import (
@@ -12,6 +13,7 @@ from dagster import (
     AssetKey,
     MaterializeResult,
     MetadataValue,
+    PreviewWarning,
     asset,
 )
 
@@ -28,6 +30,13 @@ from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
 from geospatial_pipeline.resources.storage import ObjectStoreResource
 from geospatial_pipeline.stac.itemcollection import dumps, from_item_collection, to_item_collection
 from geospatial_pipeline.stac.search import DayItems
+
+# Partitioned checks are marked preview; they are deliberate (a check's result belongs to
+# the day it checked, and a check re-run alone targets one day, as the asset does), so say
+# it once, here, where the first of them is declared, rather than on every check.
+warnings.filterwarnings(
+    "ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=PreviewWarning
+)
 
 STAC_ITEMS = AssetKey("stac_items")
 BAND_RASTERS = AssetKey("band_rasters")
@@ -151,11 +160,13 @@ def _search(
             "cogs_valid",
             asset=BAND_RASTERS,
             blocking=True,
+            partitions_def=PARTITIONS,
             description="Every published band object opens and passes rio-cogeo validation.",
         ),
         AssetCheckSpec(
             "no_quarantined_items",
             asset=BAND_RASTERS,
+            partitions_def=PARTITIONS,
             # Not blocking: the good items of the day must still flow downstream.
             blocking=False,
             description=(

@@ -58,6 +58,7 @@ SCENE_METADATA_KEY = AssetKey("scene_metadata")
             "objects_match_rows",
             asset=SCENE_METADATA_KEY,
             blocking=True,
+            partitions_def=PARTITIONS,
             description=(
                 "Every band object under the partition's prefix has its metadata row and "
                 "every row's objects exist with the recorded size."
