@@ -28,7 +28,8 @@ import pytest
 from geospatial_pipeline.local.ports import LOOPBACK, free_port, wait_for_http
 from tests.conftest import REPO, in_ci
 
-CHROMIUM = Path("/usr/bin/chromium")
+# Debian's package by default; elsewhere (a CI image) point this at a Chromium binary.
+CHROMIUM = Path(os.environ.get("GEOSPATIAL_PIPELINE_CHROMIUM") or "/usr/bin/chromium")
 ARTIFACTS = REPO / ".test-artifacts" / "browser"
 ASSET = "scene_products"
 PARTITION = "toulouse-centre|2024-06-15"
@@ -48,8 +49,14 @@ def _require_chromium() -> None:
         return
     if in_ci():
         # A skip would let CI pass without ever opening the UI.
-        pytest.fail(f"{CHROMIUM} not found; CI=true forbids skipping the browser test")
-    pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)")
+        pytest.fail(
+            f"{CHROMIUM} not found; CI=true forbids skipping the browser test "
+            "(set GEOSPATIAL_PIPELINE_CHROMIUM to the runner's Chromium)",
+            pytrace=False,
+        )
+    pytest.skip(
+        f"{CHROMIUM} not found (apt-get install chromium, or set GEOSPATIAL_PIPELINE_CHROMIUM)"
+    )
 
 
 @dataclass(frozen=True)
@@ -140,7 +147,7 @@ def browser(demo_ui: DemoUI) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        # Debian's Chromium: the test never downloads a browser.
+        # A system Chromium: the test never downloads a browser.
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         try:
             yield b
