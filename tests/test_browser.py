@@ -3,16 +3,17 @@
 `make demo` runs in a subprocess (it sets the code location's configuration and
 DAGSTER_HOME in its own environment), the Dagster webserver serves that instance on
 127.0.0.1, and Debian's Chromium, driven by Playwright, opens the asset page of
-``scene_products`` for the demo partition. It checks what a person would look at: the
-quicklooks of the materialization metadata render as pictures, and every asset check
-evaluation names the partition it checked. Full-page screenshots are kept under
-``.test-artifacts/browser/``.
+``scene_products`` and of ``daily_aoi_stats`` for the demo partition. It checks what a
+person would look at: the quicklooks and the NDVI history chart of the materialization
+metadata render as pictures, and every asset check evaluation names the partition it
+checked. Full-page screenshots are kept under ``.test-artifacts/browser/``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from tests.conftest import REPO, in_ci
 CHROMIUM = Path(os.environ.get("GEOSPATIAL_PIPELINE_CHROMIUM") or "/usr/bin/chromium")
 ARTIFACTS = REPO / ".test-artifacts" / "browser"
 ASSET = "scene_products"
+STATS_ASSET = "daily_aoi_stats"
 PARTITION = "toulouse-centre|2024-06-15"
 OTHER_PARTITION = "blagnac|2024-06-15"
 # Generous: the demo itself takes ~40 s on an idle machine and the whole suite runs in
@@ -179,12 +181,31 @@ def _table_rows(page: Any) -> list[dict[str, str]]:
     return rows
 
 
+def _partition_page(page: Any, url: str, asset: str) -> None:
+    page.goto(f"{url}/assets/{asset}?view=partitions&partition={quote(PARTITION, safe='')}")
+
+
+def _dialog_images(page: Any) -> list[dict[str, Any]]:
+    """The pictures of the open markdown dialog, once the browser has decoded them."""
+    dialog = page.get_by_role("dialog")
+    dialog.locator("img").last.wait_for(timeout=WAIT_MS)
+    # Decoded pictures, not broken-image icons: the data URIs survived the UI's
+    # markdown sanitizer and are valid PNGs.
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[role=dialog] img')].every(i => i.complete)",
+        timeout=WAIT_MS,
+    )
+    images: list[dict[str, Any]] = dialog.locator("img").evaluate_all(
+        "els => els.map(i => ({src: i.src.slice(0, 22), w: i.naturalWidth,"
+        " h: i.naturalHeight, complete: i.complete}))"
+    )
+    return images
+
+
 def test_asset_page_renders_quicklooks(demo_ui: DemoUI, browser: Any) -> None:
     page = browser.new_page(viewport={"width": 1400, "height": 1300})
     try:
-        page.goto(
-            f"{demo_ui.url}/assets/{ASSET}?view=partitions&partition={quote(PARTITION, safe='')}"
-        )
+        _partition_page(page, demo_ui.url, ASSET)
         # The partition's own materialization, not the latest one of any partition.
         page.get_by_text(f"{PARTITION.split('|')[0]}: 1 scene(s)").first.wait_for(timeout=WAIT_MS)
         _screenshot(page, "asset-page")
@@ -192,23 +213,38 @@ def test_asset_page_renders_quicklooks(demo_ui: DemoUI, browser: Any) -> None:
         row.get_by_text("Show Markdown").first.click()
         dialog = page.get_by_role("dialog")
         dialog.get_by_text("thumbnail").first.wait_for(timeout=WAIT_MS)
-        dialog.locator("img").last.wait_for(timeout=WAIT_MS)
-        # Decoded pictures, not broken-image icons: the data URIs survived the UI's
-        # markdown sanitizer and are valid PNGs.
-        page.wait_for_function(
-            "() => [...document.querySelectorAll('[role=dialog] img')].every(i => i.complete)",
-            timeout=WAIT_MS,
-        )
-        images = dialog.locator("img").evaluate_all(
-            "els => els.map(i => ({src: i.src.slice(0, 22), w: i.naturalWidth,"
-            " h: i.naturalHeight, complete: i.complete}))"
-        )
+        images = _dialog_images(page)
         path = _screenshot(page, "asset-page-quicklooks")
     finally:
         page.close()
     rendered = [i for i in images if i["complete"] and i["w"] > 0 and i["h"] > 0]
     assert len(rendered) >= 2, images
     assert all(i["src"].startswith("data:image/png") for i in rendered), images
+    assert path.stat().st_size > 10_000
+
+
+def test_asset_page_renders_ndvi_history(demo_ui: DemoUI, browser: Any) -> None:
+    aoi = PARTITION.split("|")[0]
+    page = browser.new_page(viewport={"width": 1400, "height": 1300})
+    try:
+        _partition_page(page, demo_ui.url, STATS_ASSET)
+        # The partition's own materialization: its scene count names only its AOI.
+        page.get_by_text(re.compile(rf"^{re.escape(aoi)}: \d+ scenes?$")).first.wait_for(
+            timeout=WAIT_MS
+        )
+        row = page.locator("tr", has=page.get_by_text("ndvi_history", exact=True))
+        row.get_by_text("Show Markdown").first.click()
+        dialog = page.get_by_role("dialog")
+        dialog.get_by_text(f"{aoi}: NDVI and pixel fractions").first.wait_for(timeout=WAIT_MS)
+        images = _dialog_images(page)
+        path = _screenshot(page, "asset-page-ndvi-history")
+    finally:
+        page.close()
+    assert len(images) == 1, images
+    chart = images[0]
+    assert chart["complete"] and chart["src"].startswith("data:image/png"), chart
+    # A chart, not a placeholder pixel: landscape, at least a few hundred px wide.
+    assert chart["w"] >= 300 and chart["w"] > chart["h"] > 0, chart
     assert path.stat().st_size > 10_000
 
 
