@@ -13,6 +13,7 @@ dev: the same setup, then the Dagster UI on 127.0.0.1 while the STAC API runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -26,6 +27,7 @@ import yaml
 
 from geospatial_pipeline.config import CONFIG_ENV_VAR, PipelineConfig, load_config
 from geospatial_pipeline.deployment import local_instance_concurrency
+from geospatial_pipeline.local.products_api import DEFAULT_PRODUCTS_PORT, ProductsApi
 from geospatial_pipeline.local.sample_catalog import generate_sample_catalog
 from geospatial_pipeline.local.stac_server import RustacStacServer
 from geospatial_pipeline.local.titiler import TiTilerServer
@@ -300,14 +302,26 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
     print("  UI                 make dev  (then open http://127.0.0.1:3000)")
 
 
-def run_dev(out: Path, port: int, stac_port: int, titiler_port: int) -> int:
+def _products_api(config: PipelineConfig, port: int) -> ProductsApi:
+    """The static product catalog as a STAC API (pystac-client without PostgreSQL),
+    reloaded as the session materializes products."""
+    from geospatial_pipeline.resources.storage import ObjectStoreResource
+
+    store = ObjectStoreResource.from_config(config.storage).store()
+    return ProductsApi(store, config.stac.collection, port=port)
+
+
+def run_dev(out: Path, port: int, stac_port: int, titiler_port: int, products_port: int) -> int:
     catalog = _prepare(out)
     with (
         RustacStacServer(catalog.items, [catalog.collection], port=stac_port) as server,
         # A fixed port: the map links written into product items stay valid across sessions.
         TiTilerServer(port=titiler_port, workdir=out / "titiler") as titiler,
+        contextlib.ExitStack() as stack,
     ):
         config_path = write_config(out, server.url, titiler.url)
+        config = load_config(config_path)
+        products = stack.enter_context(_products_api(config, products_port))
         env = {
             **os.environ,
             CONFIG_ENV_VAR: str(config_path),
@@ -319,7 +333,7 @@ def run_dev(out: Path, port: int, stac_port: int, titiler_port: int) -> int:
         subprocess.run(sync, env=env, cwd=REPO, check=True)
         print(
             f"STAC API on {server.url}; TiTiler (product maps) on {titiler.url}; "
-            f"Dagster UI on http://127.0.0.1:{port}"
+            f"products STAC API on {products.url}; Dagster UI on http://127.0.0.1:{port}"
         )
         cmd = [
             str(Path(sys.executable).parent / "dagster"),
@@ -353,13 +367,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=3000)
     parser.add_argument("--stac-port", type=int, default=7822)
     parser.add_argument("--titiler-port", type=int, default=8010)
+    parser.add_argument("--products-port", type=int, default=DEFAULT_PRODUCTS_PORT)
     args = parser.parse_args(argv)
     out = args.out.resolve()
     if args.command == "dev":
         # SIGTERM (e.g. from `timeout` or a container stop) unwinds like Ctrl-C, so the
         # local STAC API and the UI are stopped too.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-        return run_dev(out, args.port, args.stac_port, args.titiler_port)
+        return run_dev(out, args.port, args.stac_port, args.titiler_port, args.products_port)
     summary = run_demo(out)
     print_summary(summary, out)
     return 0
