@@ -295,7 +295,7 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
     print(
         f"  request          {req['request_id']} for new AOI {req['aoi']}: {req['state']}; {days}"
     )
-    print(f"  request status   {req['status_url']}")
+    print(f"  request status     {req['status_url']}")
     print(f"  warehouse          {summary['warehouse']}")
     print(f"  query              {summary['look_at']['query']}")
     print(f"  summary            {out / 'summary.json'}")
