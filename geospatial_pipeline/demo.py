@@ -293,7 +293,7 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
         f"{d['date']} {d['state']} ({d['stac_items']} STAC items)" for d in req["days"]
     )
     print(
-        f"  request          {req['request_id']} for new AOI {req['aoi']}: {req['state']}; {days}"
+        f"  request            {req['request_id']} for new AOI {req['aoi']}: {req['state']}; {days}"
     )
     print(f"  request status     {req['status_url']}")
     print(f"  warehouse          {summary['warehouse']}")
