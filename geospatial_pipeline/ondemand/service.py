@@ -87,7 +87,7 @@ def accept(
                 f"aoi.name: AOI {stored.name!r} was retired on {stored.retired_on} "
                 "(un-retire it, or request another name)"
             )
-        elif wanted is not None and not registry.same_geometry(stored.geometry, _geojson(wanted)):
+        elif wanted is not None and not registry.same_geometry(stored.geometry, wanted.geojson):
             errors.append(
                 f"aoi.geometry: AOI {stored.name!r} is registered (origin {stored.origin}, "
                 f"first day {stored.first_day}) with another geometry; a name's geometry "
@@ -114,7 +114,3 @@ def accept(
     except registry.AoiConflict as exc:
         raise RequestRejected([f"aoi.geometry: {exc}"]) from None
     return Acceptance(request, registration.record, new_aoi=registration.created)
-
-
-def _geojson(aoi: AoiConfig) -> dict[str, object]:
-    return aoi.geojson
