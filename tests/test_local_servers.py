@@ -335,6 +335,36 @@ def test_s3_startup_failure_raises_with_log_and_cleans_up() -> None:
         server.data_dir  # noqa: B018 (the temp dir it created is gone with it)
 
 
+def test_s3_restarted_after_a_crash_serves_its_objects_once_started(tmp_path: Path) -> None:
+    """``start()`` returns only when stored objects can be read: after a SIGKILL, the
+    restarted master must win its raft election and re-learn the volumes first, and a
+    gateway that only answers bucket calls in that window failed reads (seen in CI)."""
+    server = SeaweedS3Server(data_dir=tmp_path / "weed").start()
+    try:
+        bodies = {f"k/{i}": os.urandom(1000 * (i + 1)) for i in range(20)}
+        client = server.boto3_client()
+        server.create_bucket(BUCKET)
+        for key, body in bodies.items():
+            client.put_object(Bucket=BUCKET, Key=key, Body=body)
+        for _ in range(3):
+            os.killpg(server.pid, signal.SIGKILL)
+            server.stop()
+            server.start()
+            # No retries: the first answer after start() must be the object.
+            once = boto3.client(
+                "s3",
+                endpoint_url=server.endpoint_url,
+                aws_access_key_id=server.access_key,
+                aws_secret_access_key=server.secret_key,
+                region_name=server.region,
+                config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1}),
+            )
+            read = {key: once.get_object(Bucket=BUCKET, Key=key)["Body"].read() for key in bodies}
+            assert read == bodies
+    finally:
+        server.stop()
+
+
 def test_s3_stop_ends_process_group_and_cleans_up(s3: SeaweedS3Server) -> None:
     """Runs last among the S3 tests: it stops the module's server."""
     pid, ports, data_dir = s3.pid, set(s3.ports.values()), s3.data_dir

@@ -438,12 +438,8 @@ class SeaweedS3Server(LocalServer):
                     f"log tail ({self.log_path}):\n{tail}"
                 )
             try:
-                # A write round trip, not just list_buckets: the S3 gateway answers
-                # before the filer/volume path can actually store anything.
-                client.list_buckets()
-                client.create_bucket(Bucket=probe)
-                client.delete_bucket(Bucket=probe)
-            except (ClientError, BotoCoreError) as exc:
+                self._probe_round_trip(client, probe)
+            except (ClientError, BotoCoreError, LocalServerError) as exc:
                 last_error = exc
                 time.sleep(0.2)
                 continue
@@ -455,6 +451,33 @@ class SeaweedS3Server(LocalServer):
             f"{self._startup_timeout_s:.0f}s (last error: {last_error!r}); "
             f"log tail ({self.log_path}):\n{self._proc.log_tail()}"
         )
+
+    @staticmethod
+    def _probe_round_trip(client: S3Client, probe: str) -> None:
+        """Store and read back an object, then read one already stored, if any.
+
+        Bucket calls alone only reach the filer. Objects need the master to assign and
+        look up volumes; on a restarted data dir it answers only once it is raft leader
+        again and the volume server's heartbeat has re-registered the existing volumes,
+        which can lag the S3 port by seconds on a loaded machine.
+        """
+        # Every step is idempotent: an attempt that failed half-way is simply redone.
+        try:
+            client.create_bucket(Bucket=probe)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+                raise
+        client.put_object(Bucket=probe, Key="probe", Body=probe.encode())
+        body = client.get_object(Bucket=probe, Key="probe")["Body"].read()
+        if body != probe.encode():
+            raise LocalServerError(f"probe object read back as {body!r}")
+        client.delete_object(Bucket=probe, Key="probe")
+        client.delete_bucket(Bucket=probe)
+        for bucket in client.list_buckets().get("Buckets", []):
+            listed = client.list_objects_v2(Bucket=bucket["Name"], MaxKeys=1)
+            for obj in listed.get("Contents", []):
+                client.get_object(Bucket=bucket["Name"], Key=obj["Key"])["Body"].read()
+                return
 
     def _terminate(self, timeout_s: float = 10) -> None:
         proc, self._proc = self._proc, None
