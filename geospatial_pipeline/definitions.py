@@ -25,7 +25,7 @@ from geospatial_pipeline.on_demand import on_demand_sensors, request_imagery
 from geospatial_pipeline.partitions import PARTITIONS_SETTINGS
 from geospatial_pipeline.reconciliation import reconcile_catalog_job
 from geospatial_pipeline.resources import build_resources
-from geospatial_pipeline.resources.notify import notifier_resources
+from geospatial_pipeline.resources.notify import require_notification_secrets
 from geospatial_pipeline.schedules import build_daily_schedule
 from geospatial_pipeline.sensors import build_late_scenes_sensor
 
@@ -52,6 +52,7 @@ def build_assets(config: PipelineConfig) -> list[AssetsDefinition]:
 def build_defs(config: PipelineConfig) -> Definitions:
     # Fail while loading the code location, naming the variable, rather than mid-run.
     require_secrets(config)
+    require_notification_secrets(config.notifications)
     everything = build_assets(config)
     checks = [a for a in everything if isinstance(a, AssetChecksDefinition)]
     assets = [a for a in everything if not isinstance(a, AssetChecksDefinition)]
@@ -75,13 +76,13 @@ def build_defs(config: PipelineConfig) -> Definitions:
         jobs=[ingest_job, reconcile_catalog_job, request_imagery],
         schedules=schedules,
         sensors=[
-            build_late_scenes_sensor(INGEST_JOB, config.late_data, config.notifications),
+            build_late_scenes_sensor(INGEST_JOB, config.late_data),
             *on_demand_sensors(INGEST_JOB, config),
             *([catalog.catalog_root_sensor()] if config.transform.enabled else []),
-            # Only with a receiver configured (notifications), as is the notifier.
+            # The run-failure sensor only with a receiver configured (notifications).
             *alert_sensors(config.notifications, everything),
         ],
-        resources={**build_resources(config), **notifier_resources(config.notifications)},
+        resources=build_resources(config),
         # k8s_job_executor (one pod per step) when GEOSPATIAL_PIPELINE_ENV is dev/prod.
         executor=executor_for(),
     )

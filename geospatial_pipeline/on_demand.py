@@ -33,7 +33,7 @@ from dagster import (
 )
 
 from geospatial_pipeline.alerts import send_request_ended
-from geospatial_pipeline.config import NotificationsConfig, PipelineConfig, RequestsConfig
+from geospatial_pipeline.config import PipelineConfig, RequestsConfig
 from geospatial_pipeline.errors import ConfigError
 from geospatial_pipeline.layout import Partition
 from geospatial_pipeline.location import LOCATION_CONFIG
@@ -234,9 +234,7 @@ def _launch(
     return run_requests, {"queue": queue, "done": done}
 
 
-def build_status_sensor(
-    settings: RequestsConfig, alerts: NotificationsConfig | None = None
-) -> SensorDefinition:
+def build_status_sensor(settings: RequestsConfig) -> SensorDefinition:
     decorate = sensor(
         name=STATUS_SENSOR,
         minimum_interval_seconds=settings.minimum_interval_seconds,
@@ -248,11 +246,12 @@ def build_status_sensor(
         ),
     )
 
-    def evaluate(
+    @decorate
+    def request_status_sensor(
         context: SensorEvaluationContext,
         stac: StacSearchResource,
         object_store: ObjectStoreResource,
-        notifier: NotifierResource | None = None,
+        notifier: NotifierResource,
     ) -> SensorResult | SkipReason:
         since = float(context.cursor) if context.cursor else 0.0
         # Run storage may keep update times to the second (SQLite): a run updated later in
@@ -298,33 +297,12 @@ def build_status_sensor(
             context.log.info("request %s: %s", status.request_id, status.state)
             # After the write: a tick repeated after a crash finds the end recorded and
             # does not send the alert twice.
-            if notifier is not None and before.get(status.request_id) != status.state:
+            if before.get(status.request_id) != status.state:
                 send_request_ended(notifier, status, request_tag=REQUEST_TAG, log=context.log)
         cursor = repr(newest)
         if not updated:
             return SensorResult(skip_reason="no request run changed", cursor=cursor)
         return SensorResult(cursor=cursor)
-
-    if alerts is not None and alerts.sends("request_ended"):
-        # The notifier is a required resource only where alerts are on.
-        @decorate
-        def request_status_sensor_with_alerts(
-            context: SensorEvaluationContext,
-            stac: StacSearchResource,
-            object_store: ObjectStoreResource,
-            notifier: NotifierResource,
-        ) -> SensorResult | SkipReason:
-            return evaluate(context, stac, object_store, notifier)
-
-        return request_status_sensor_with_alerts
-
-    @decorate
-    def request_status_sensor(
-        context: SensorEvaluationContext,
-        stac: StacSearchResource,
-        object_store: ObjectStoreResource,
-    ) -> SensorResult | SkipReason:
-        return evaluate(context, stac, object_store)
 
     return request_status_sensor
 
@@ -413,5 +391,5 @@ def request_imagery() -> None:
 def on_demand_sensors(job_name: str, config: PipelineConfig) -> list[SensorDefinition]:
     return [
         build_requests_sensor(job_name, config.requests),
-        build_status_sensor(config.requests, config.notifications),
+        build_status_sensor(config.requests),
     ]

@@ -19,7 +19,7 @@ from dagster import (
 
 from geospatial_pipeline.alerts import send_late_scenes
 from geospatial_pipeline.assets.ingest import STAC_ITEMS
-from geospatial_pipeline.config import LateDataConfig, NotificationsConfig
+from geospatial_pipeline.config import LateDataConfig
 from geospatial_pipeline.layout import Partition, items_key, late_record_key, manifest_key
 from geospatial_pipeline.ondemand import registry
 from geospatial_pipeline.partitions import AOI_PARTITIONS_NAME, DAYS, partition_key
@@ -59,9 +59,7 @@ def make_cursor(since: dt.datetime) -> str:
     return json.dumps({"updated_after": since.astimezone(dt.UTC).isoformat()})
 
 
-def build_late_scenes_sensor(
-    job_name: str, settings: LateDataConfig, alerts: NotificationsConfig | None = None
-) -> SensorDefinition:
+def build_late_scenes_sensor(job_name: str, settings: LateDataConfig) -> SensorDefinition:
     # A function of the settings: the polling interval is configuration.
     if settings.lookback_days is not None:
         days = f"the last {settings.lookback_days} acquisition days"
@@ -84,11 +82,12 @@ def build_late_scenes_sensor(
         ),
     )
 
-    def evaluate(
+    @decorate
+    def late_scenes_sensor(
         context: SensorEvaluationContext,
         stac: StacSearchResource,
         object_store: ObjectStoreResource,
-        notifier: NotifierResource | None = None,
+        notifier: NotifierResource,
     ) -> SensorResult | SkipReason:
         now = dt.datetime.now(dt.UTC)
         since = parse_cursor(context.cursor)
@@ -194,37 +193,15 @@ def build_late_scenes_sensor(
                 ),
                 cursor=cursor,
             )
-        if notifier is not None:
-            # Only what this tick recorded: items brought back by the overlap are known.
-            send_late_scenes(
-                notifier,
-                recorded,
-                asset_path=STAC_ITEMS.path,
-                trigger_tag=(TRIGGER_TAG, SENSOR_NAME),
-                log=context.log,
-            )
+        # Only what this tick recorded: items brought back by the overlap are known.
+        send_late_scenes(
+            notifier,
+            recorded,
+            asset_path=STAC_ITEMS.path,
+            trigger_tag=(TRIGGER_TAG, SENSOR_NAME),
+            log=context.log,
+        )
         return SensorResult(run_requests=requests, cursor=cursor)
-
-    if alerts is not None and alerts.sends("late_scenes"):
-        # The notifier is a required resource only where alerts are on.
-        @decorate
-        def late_scenes_sensor_with_alerts(
-            context: SensorEvaluationContext,
-            stac: StacSearchResource,
-            object_store: ObjectStoreResource,
-            notifier: NotifierResource,
-        ) -> SensorResult | SkipReason:
-            return evaluate(context, stac, object_store, notifier)
-
-        return late_scenes_sensor_with_alerts
-
-    @decorate
-    def late_scenes_sensor(
-        context: SensorEvaluationContext,
-        stac: StacSearchResource,
-        object_store: ObjectStoreResource,
-    ) -> SensorResult | SkipReason:
-        return evaluate(context, stac, object_store)
 
     return late_scenes_sensor
 

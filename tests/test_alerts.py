@@ -398,11 +398,7 @@ def accept(store: ObjectStoreResource, request_id: str, days: list[str]) -> None
 def tick_status(
     instance: DagsterInstance, store: ObjectStoreResource, notifier: Any, cursor: str | None
 ) -> Any:
-    sensor = build_status_sensor(
-        parse_config(_minimal()).requests,
-        # The resource below is given directly; this only turns the alerts on.
-        NotificationsConfig(webhook_url_env_var="UNUSED_IN_TEST"),
-    )
+    sensor = build_status_sensor(parse_config(_minimal()).requests)
     with build_sensor_context(
         instance=instance,
         cursor=cursor,
@@ -578,11 +574,11 @@ def test_secrets_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
         assert notifier.webhook_url == "http://127.0.0.1:9/hook"
         assert notifier.slack.token == "xoxb-from-env"
         assert notifier.sends("request_ended") and not notifier.sends("late_scenes")
-    # No receiver: no alert sensor, and the other sensors do not require the notifier.
+    # No receiver: no run-failure sensor, and a notifier that sends nothing.
     assert alert_sensors(NotificationsConfig(), []) == []
     assert len(alert_sensors(config, [])) == 1
-    quiet = build_status_sensor(parse_config(_minimal()).requests, NotificationsConfig())
-    assert "notifier" not in quiet.required_resource_keys
+    silent = NotifierResource.from_config(NotificationsConfig())
+    assert not any(silent.sends(event) for event in NotificationsConfig().events)
     with pytest.raises(ConfigError, match="slack_channel"):
         parse_config({**_minimal(), "notifications": {"slack_token_env_var": "T"}})
 
@@ -633,8 +629,7 @@ def test_the_late_scene_sensor_sends_one_message_for_a_tick_that_recorded_late_s
         instance.report_runless_asset_event(
             AssetMaterialization(asset_key=STAC_ITEMS, partition=partition_key(part))
         )
-        sensor = build_late_scenes_sensor("ingest_daily", config.late_data, config.notifications)
-        assert "notifier" in sensor.required_resource_keys
+        sensor = build_late_scenes_sensor("ingest_daily", config.late_data)
         resources = {
             "stac": StacSearchResource.from_config(config.stac),
             "object_store": store,
@@ -664,15 +659,18 @@ def test_the_late_scene_sensor_sends_one_message_for_a_tick_that_recorded_late_s
 def test_the_code_location_wires_alerts_only_with_a_receiver(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    quiet = build_defs(parse_config(_minimal())).get_repository_def()
-    assert "notifier" not in quiet.get_top_level_resources()
-    assert RUN_FAILURE_SENSOR not in {s.name for s in quiet.sensor_defs}
+    quiet = build_defs(parse_config(_minimal()))
+    assert RUN_FAILURE_SENSOR not in {s.name for s in quiet.get_repository_def().sensor_defs}
+    # The sensors that can alert always take the notifier; here it has nowhere to send.
+    silent = quiet.resources["notifier"]
+    assert silent.webhook_url is None and silent.slack is None
+    assert not any(silent.sends(event) for event in silent.events)
     with pytest.raises(ConfigError, match="ALERTS_WEBHOOK_URL is not set"):
         build_defs(parse_config({**_minimal(), "notifications": WEBHOOK_ONLY}))
     monkeypatch.setenv("ALERTS_WEBHOOK_URL", "http://127.0.0.1:9/hook")
     repo = build_defs(parse_config({**_minimal(), "notifications": WEBHOOK_ONLY}))
     repo_def = repo.get_repository_def()
-    assert "notifier" in repo_def.get_top_level_resources()
+    assert isinstance(repo.resources["notifier"].webhook_url, EnvVar)
     needs = {s.name: s.required_resource_keys for s in repo_def.sensor_defs}
     assert "notifier" in needs[RUN_FAILURE_SENSOR]
     assert "notifier" in needs["late_scenes_sensor"]

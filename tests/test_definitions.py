@@ -103,7 +103,15 @@ def test_definitions_load_with_production_shaped_config(tmp_path: Path) -> None:
     )
     assert "snowflake" in got["kinds"]["scene_metadata"]
     assert {"s3", "cog"} <= set(got["kinds"]["band_rasters"])
-    assert got["resources"] == ["maps", "object_store", "scope", "stac", "transform", "warehouse"]
+    assert got["resources"] == [
+        "maps",
+        "notifier",
+        "object_store",
+        "scope",
+        "stac",
+        "transform",
+        "warehouse",
+    ]
 
 
 def test_workspace_yaml_loads_code_location(tmp_path: Path) -> None:

@@ -130,15 +130,15 @@ def _sensor_context(config: Any, instance: DagsterInstance, cursor: str | None) 
     return build_sensor_context(
         instance=instance,
         cursor=cursor,
-        resources={k: resources[k] for k in ("stac", "object_store")},
+        resources={k: resources[k] for k in ("stac", "object_store", "notifier")},
     )
 
 
 def _tick(world: dict[str, Any], cursor: str | None) -> tuple[list[Any], str | None, Any]:
-    context = _sensor_context(world["config"], world["instance"], cursor)
-    result = _sensor(world["config"])(context)
-    requests = list(getattr(result, "run_requests", None) or [])
-    new_cursor = getattr(result, "cursor", None) or context.cursor
+    with _sensor_context(world["config"], world["instance"], cursor) as context:
+        result = _sensor(world["config"])(context)
+        requests = list(getattr(result, "run_requests", None) or [])
+        new_cursor = getattr(result, "cursor", None) or context.cursor
     return requests, new_cursor, result
 
 
@@ -265,8 +265,10 @@ def test_api_error_mid_tick_keeps_cursor(world: dict[str, Any], s3_server: Any) 
         assert register_aois(config, inst) == [AOI, "waldshut"]
         before = list_objects(s3_server, BUCKET)
         cursor = '{"updated_after": "2020-01-01T00:00:00+00:00"}'
-        context = _sensor_context(config, inst, cursor)
-        with pytest.raises(StacSearchError, match="waldshut"):
+        with (
+            _sensor_context(config, inst, cursor) as context,
+            pytest.raises(StacSearchError, match="waldshut"),
+        ):
             _sensor(config)(context)
     searches = [b for m, path, b in state.requests if m == "POST" and path.endswith("/search")]
     first_aoi_posts = [b for b in searches if _searched(b) != second]

@@ -13,6 +13,7 @@ from geospatial_pipeline.config import (
     SnowflakeWarehouseConfig,
 )
 from geospatial_pipeline.resources.maps import MapsResource
+from geospatial_pipeline.resources.notify import NotifierResource
 from geospatial_pipeline.resources.pgstac import PgstacResource
 from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
 from geospatial_pipeline.resources.storage import ObjectStoreResource
@@ -55,6 +56,8 @@ def build_resources(config: PipelineConfig) -> dict[str, Any]:
         "warehouse": build_warehouse(config),
         "transform": TransformResource.from_config(config.transform),
         "maps": MapsResource.from_config(config.maps),
+        # Always: the sensors that can alert take it; with no receiver it sends nothing.
+        "notifier": NotifierResource.from_config(config.notifications),
         # Only with publish.pgstac: its password variable is then required (require_secrets).
         **({"pgstac": PgstacResource.from_config(config.publish)} if config.publish.pgstac else {}),
     }

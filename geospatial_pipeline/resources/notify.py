@@ -91,12 +91,3 @@ def require_notification_secrets(
             f"notifications.webhook_url_env_var: {config.webhook_url_env_var} must hold an "
             "http(s) URL"
         )
-
-
-def notifier_resources(config: NotificationsConfig) -> dict[str, NotifierResource]:
-    """``{"notifier": …}`` when a receiver is configured, else nothing (no alert sensor
-    then requires it)."""
-    if not config.has_receiver:
-        return {}
-    require_notification_secrets(config)
-    return {"notifier": NotifierResource.from_config(config)}
