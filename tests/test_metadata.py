@@ -125,10 +125,42 @@ def test_fetch_range_reads_one_aois_days(warehouse: WarehouseResource) -> None:
         warehouse.fetch_range(DAILY_AOI_STATS, "", last, last)
 
 
-def test_table_name_names_the_backend_and_table(warehouse: WarehouseResource) -> None:
-    name = warehouse.table_name(SCENE_QUALITY)
-    assert name.endswith(".scene_quality") and name.startswith(warehouse.describe())
+def test_table_name_is_the_fully_qualified_name_the_warehouse_answers_to(
+    warehouse: WarehouseResource,
+) -> None:
+    day = dt.date(2024, 6, 15)
+    for aoi in ("a", "b"):
+        warehouse.replace_partition(
+            DAILY_AOI_STATS, (day, aoi), [{**stats_row(day, 0.5), "aoi": aoi}]
+        )
+    name = warehouse.table_name(DAILY_AOI_STATS)
+    assert len(name.split(".")) == 3, name
     assert FAKE_PASSWORD not in name
+    # Pasted into a query of that warehouse, the name finds the table and its rows.
+    if isinstance(warehouse, DuckDBWarehouse):
+        assert name == "w.main.daily_aoi_stats"
+        with warehouse.duckdb.get_connection() as conn:
+            (count,) = conn.execute(f"SELECT count(*) FROM {name}").fetchone()
+    else:
+        assert name == "GEO.PIPELINE.DAILY_AOI_STATS"
+        with warehouse.snowflake.get_connection() as conn:
+            cur = conn.cursor()
+            cur.execute(f"SELECT count(*) FROM {name}")
+            (count,) = cur.fetchone()
+    assert count == 2
+
+
+def test_snowflake_table_name_keeps_what_needs_quotes_and_skips_the_defaults() -> None:
+    spec = DAILY_AOI_STATS
+    resource = _snowflake_resource()
+    quoted = SnowflakeWarehouse(
+        snowflake=resource.model_copy(update={"database": "geo-data", "schema_": "eo"})
+    )
+    assert quoted.table_name(spec) == "geo-data.EO.DAILY_AOI_STATS"
+    bare = SnowflakeWarehouse(
+        snowflake=resource.model_copy(update={"database": None, "schema_": None})
+    )
+    assert bare.table_name(spec) == "DAILY_AOI_STATS"
 
 
 # ------------------------------------------------------------------ one partition, for real
@@ -254,7 +286,8 @@ def test_warehouse_tables_carry_table_metadata(run: dict[str, Any]) -> None:
     ):
         meta = metadata(run, asset)
         assert meta["dagster/row_count"].value == rows, asset
-        assert meta["dagster/table_name"].value == f"duckdb:{run['db']}.{table.name}", asset
+        assert meta["dagster/table_name"].value == f"{run['db'].stem}.main.{table.name}", asset
+        assert meta["warehouse"].value == f"duckdb:{run['db']}", asset
         schema = meta["dagster/column_schema"].value
         assert [c.name for c in schema.columns] == [c.name for c in table.columns], asset
 

@@ -262,13 +262,11 @@ def _daily_aoi_stats_of(
     return PartitionOutcome(
         metadata={
             "rows": written,
-            **warehouse_table(DAILY_AOI_STATS, warehouse.table_name(DAILY_AOI_STATS), written),
+            **warehouse_table(DAILY_AOI_STATS, warehouse, written),
             "scenes_per_aoi": MetadataValue.text(
                 ", ".join(f"{aoi}: {n} scene{'s' * (n != 1)}" for aoi, n in scenes.items())
             ),
             "pixels_observed": sum(observed.values()),
-            "table": DAILY_AOI_STATS.name,
-            "warehouse": warehouse.describe(),
             "ndvi_history": inline_images(
                 [(f"{part.aoi}: NDVI and pixel fractions, last {HISTORY_DAYS} days", chart)],
                 long_side=max(CHART_SIZE_PX),
@@ -332,10 +330,8 @@ def _scene_quality_of(
     return PartitionOutcome(
         metadata={
             "rows": written,
-            **warehouse_table(SCENE_QUALITY, warehouse.table_name(SCENE_QUALITY), written),
-            "table": SCENE_QUALITY.name,
+            **warehouse_table(SCENE_QUALITY, warehouse, written),
             "disagreements": sum(1 for r in rows if r["disagreement"]),
-            "warehouse": warehouse.describe(),
             "preview": table(
                 [
                     {
@@ -424,10 +420,8 @@ def _product_catalog_of(
     return PartitionOutcome(
         metadata={
             "rows": written,
-            **warehouse_table(PRODUCT_CATALOG, warehouse.table_name(PRODUCT_CATALOG), written),
-            "table": PRODUCT_CATALOG.name,
+            **warehouse_table(PRODUCT_CATALOG, warehouse, written),
             "objects_removed": len(removed),
-            "warehouse": warehouse.describe(),
             "size": human_bytes(size),
             "bytes": size,
             "preview": table(

@@ -17,6 +17,7 @@ from dagster import (
 )
 
 from geospatial_pipeline.raster.quicklook import INLINE_LONG_SIDE, inline_png, markdown_image
+from geospatial_pipeline.resources.warehouse import WarehouseResource
 from geospatial_pipeline.warehouse.tables import ColumnType, Table
 
 PREVIEW_ROWS = 20
@@ -99,13 +100,14 @@ def column_schema(spec: Table) -> TableSchema:
     )
 
 
-def warehouse_table(spec: Table, table_name: str, row_count: int) -> dict[str, Any]:
-    """The metadata the UI reads off a table asset: its rows (the partition's), where the
-    table is and its columns."""
+def warehouse_table(spec: Table, warehouse: WarehouseResource, row_count: int) -> dict[str, Any]:
+    """The metadata the UI reads off a table asset: its rows (the partition's), its fully
+    qualified name, its columns, and which warehouse holds it."""
     return {
         "dagster/row_count": row_count,
-        "dagster/table_name": table_name,
+        "dagster/table_name": warehouse.table_name(spec),
         "dagster/column_schema": column_schema(spec),
+        "warehouse": warehouse.describe(),
     }
 
 

@@ -129,11 +129,7 @@ def _scene_metadata_of(
         metadata={
             "rows": written,
             "rows_in_partition": len(stored_rows),
-            **warehouse_table(
-                SCENE_METADATA, warehouse.table_name(SCENE_METADATA), len(stored_rows)
-            ),
-            "table": SCENE_METADATA.name,
-            "warehouse": warehouse.describe(),
+            **warehouse_table(SCENE_METADATA, warehouse, len(stored_rows)),
             "band_objects": len(row_objects),
             "band_size": human_bytes(sum(row_objects.values())),
             "band_bytes": sum(row_objects.values()),

@@ -3,6 +3,7 @@ code location's import time) is imported only where the warehouse is Snowflake."
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, closing
@@ -21,6 +22,9 @@ from geospatial_pipeline.warehouse.tables import ColumnType, Table
 
 # Snowflake paramstyle (as configured on SnowflakeResource; None means the connector's default,
 # pyformat) -> placeholder style for the bound partition values.
+# An identifier Snowflake takes without quotes (and then upper-cases).
+_UNQUOTED = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+
 _SNOWFLAKE_PLACEHOLDERS: dict[str, sql.Placeholder] = {
     "pyformat": "%s",
     "format": "%s",
@@ -62,6 +66,12 @@ class SnowflakeWarehouse(WarehouseResource):
         database = self.snowflake.database or "<default database>"
         schema = self.snowflake.schema_ or "<default schema>"
         return f"snowflake:{self.snowflake.account}/{database}.{schema}"
+
+    def table_name(self, table: Table) -> str:
+        # Unquoted identifiers resolve upper-cased, as the tables are created
+        # (sql.quote_identifier); the parts left to the user's defaults are left out.
+        parts = [self.snowflake.database, self.snowflake.schema_, table.name]
+        return ".".join(_as_resolved(part) for part in parts if part)
 
     def _placeholder(self) -> sql.Placeholder:
         style = (self.snowflake.paramstyle or "pyformat").lower()
@@ -136,3 +146,8 @@ def _staging_frame(table: Table, encoded: Sequence[tuple[Any, ...]]) -> Any:
         values = [sql.snowflake_stage_text(column.type, row[index]) for row in encoded]
         data[column.name] = pd.Series(values, dtype=_STAGING_DTYPES[column.type])
     return pd.DataFrame(data)
+
+
+def _as_resolved(identifier: str) -> str:
+    """How Snowflake resolves a database or schema name given without quotes."""
+    return identifier.upper() if _UNQUOTED.fullmatch(identifier) else identifier

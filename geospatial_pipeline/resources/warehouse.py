@@ -150,9 +150,10 @@ class WarehouseResource(ConfigurableResource, ABC):
             work,
         )
 
+    @abstractmethod
     def table_name(self, table: Table) -> str:
-        """Where ``table`` lives, as the Dagster UI names a table (no credentials)."""
-        return f"{self.describe()}.{table.name}"
+        """``table``'s fully qualified name as the warehouse itself spells it (what
+        ``dagster/table_name`` expects, and what a person pastes into a query)."""
 
     def count_rows(self, table: Table, partition: Sequence[Any] | None = None) -> int:
         """Rows in the table, or in one partition."""
@@ -275,6 +276,12 @@ class DuckDBWarehouse(WarehouseResource):
 
     def describe(self) -> str:
         return f"duckdb:{self.duckdb.database}"
+
+    def table_name(self, table: Table) -> str:
+        # DuckDB names an attached file's catalog after its stem; in-memory is "memory".
+        database = self.duckdb.database
+        catalog = Path(database).stem if database and database != ":memory:" else "memory"
+        return f"{catalog}.main.{table.name}"
 
     @contextmanager
     def _connection(self) -> Iterator[Any]:
