@@ -21,12 +21,15 @@ import pytest
 import yaml
 from dagster import DagsterInstance, DagsterInvalidConfigError
 
+from geospatial_pipeline.config import SNOWFLAKE_PASSWORD_ENV_VAR, parse_config, require_secrets
 from geospatial_pipeline.deployment import (
     DEPLOY_ENV_VAR,
     HEAVY_TAG_KEY,
     RASTER_POOL_LIMITS,
     partition_run_limit,
 )
+from geospatial_pipeline.errors import ConfigError
+from geospatial_pipeline.resources.notify import require_notification_secrets
 from tools.deploy_checks import REPO
 from tools.deploy_checks import dockerfile as df
 from tools.deploy_checks import terraform as tf
@@ -319,3 +322,54 @@ def test_dev_and_prod_deployments_differ_only_where_meant() -> None:
 def test_chart_version_follows_the_dagster_pin() -> None:
     root_vars = tf.declared_variables(tf.ROOT)
     assert tf.unquote(root_vars["dagster_chart_version"]["default"]) == dagster_pin()
+
+
+def _readme_yaml_block(first_line: str) -> dict[str, Any]:
+    """The README's YAML example that starts with ``first_line``."""
+    text = (REPO / "README.md").read_text()
+    for block in text.split("```yaml\n")[1:]:
+        body = block.split("```", 1)[0]
+        if body.startswith(first_line):
+            return dict(yaml.safe_load(body))
+    raise AssertionError(f"README has no YAML example starting with {first_line!r}")
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_the_secrets_the_pipeline_yaml_can_name_reach_the_pods(environment: str) -> None:
+    """The variables the README's examples name (alert receivers, the pgstac password)
+    come from optional Secret keys: a deployment without them still loads, and one whose
+    pipeline YAML names them finds them set."""
+    deployment = user_deployment(environment)
+    from_secrets = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]
+        for e in deployment["env"]
+        if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert all(ref["optional"] is True for ref in from_secrets.values()), from_secrets
+    pipeline = yaml.safe_load((REPO / "deploy" / "pipeline" / f"{environment}.yaml").read_text())
+    config = parse_config(
+        {
+            **pipeline,
+            "storage": {"url": "s3://bucket/prefix"},
+            **_readme_yaml_block("notifications:"),
+            **_readme_yaml_block("publish:"),
+        }
+    )
+    # Each Secret key as the pod would see it (the webhook's value must be a URL).
+    environ = {name: "https://hooks.example.org/x" for name in from_secrets}
+    environ[SNOWFLAKE_PASSWORD_ENV_VAR] = "x"
+
+    def check(env: dict[str, str]) -> None:
+        require_secrets(config, env)
+        require_notification_secrets(config.notifications, env)
+
+    check(environ)
+    for name in (
+        config.notifications.webhook_url_env_var,
+        config.notifications.slack_token_env_var,
+        config.publish.pgstac_password_env_var,
+    ):
+        assert name in from_secrets, name
+        without = {k: v for k, v in environ.items() if k != name}
+        with pytest.raises(ConfigError, match=name):
+            check(without)
