@@ -30,10 +30,10 @@ from rasterio.warp import Resampling, reproject
 from geospatial_pipeline.config import MapsConfig, parse_config
 from geospatial_pipeline.layout import Partition
 from geospatial_pipeline.local.stac_server import RustacStacServer
-from geospatial_pipeline.local.titiler import TiTilerServer
+from geospatial_pipeline.local.titiler import ENV_FILE, TiTilerServer
 from geospatial_pipeline.stac import render
 from geospatial_pipeline.stac.publish import layer_key, publish_item, scene_products_of
-from geospatial_pipeline.storage.object_store import LocalObjectStore
+from geospatial_pipeline.storage.object_store import LocalObjectStore, S3ObjectStore
 from tests.partitioning import PARTITIONS, materialize_partition
 from tests.test_e2e import AOIS, BANDS, DAY, ITEM, s3_env
 
@@ -176,17 +176,16 @@ def http() -> Iterator[requests.Session]:
         yield session
 
 
-@pytest.fixture(scope="module")
-def published(
+def publish_scene_products(
     s3_server: Any,
     rkh_item: dict[str, Any],
     real_collection: dict[str, Any],
-    titiler: TiTilerServer,
-    tmp_path_factory: pytest.TempPathFactory,
+    titiler_url: str,
+    root: Path,
 ) -> dict[str, Any]:
-    """The scene products of (DAY, dunes) in a local store, items linked to ``titiler``;
-    the source COGs are read from the S3 source bucket."""
-    root = tmp_path_factory.mktemp("maps")
+    """The scene products of (DAY, dunes) materialized into a local store under ``root``,
+    items linked to the TiTiler at ``titiler_url``; the source COGs are read from the S3
+    source bucket. Returns the store, the product's manifest entry and its item."""
     with RustacStacServer([rkh_item], [real_collection]) as stac_api, s3_env(s3_server):
         config = parse_config(
             {
@@ -202,7 +201,7 @@ def published(
                     "grid_anchor": [80, 20],  # the source files' pixel edges
                     "resampling": "nearest",
                 },
-                "maps": {"titiler_url": titiler.url},
+                "maps": {"titiler_url": titiler_url},
             }
         )
         result = materialize_partition(
@@ -218,6 +217,19 @@ def published(
     assert [e["item_id"] for e in entries] == [ITEM]
     item = json.loads(store.get_bytes(entries[0]["stac_item_key"]))
     return {"store": store, "entry": entries[0], "item": item}
+
+
+@pytest.fixture(scope="module")
+def published(
+    s3_server: Any,
+    rkh_item: dict[str, Any],
+    real_collection: dict[str, Any],
+    titiler: TiTilerServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Any]:
+    return publish_scene_products(
+        s3_server, rkh_item, real_collection, titiler.url, tmp_path_factory.mktemp("maps")
+    )
 
 
 def _tile_over(bounds_4326: tuple[float, float, float, float]) -> morecantile.Tile:
@@ -249,20 +261,19 @@ def _source_position(
     return np.asarray(fcol), np.asarray(frow)
 
 
-def test_ndvi_tile_equals_the_cog_reprojected(
-    published: dict[str, Any], titiler: TiTilerServer, http: requests.Session
+def assert_tile_equals_cog(
+    http: requests.Session, titiler_url: str, cog_url: str, cog: str | bytes
 ) -> None:
-    """The NDVI tile covering the AOI, served by TiTiler (nearest, its default), against
-    the COG reprojected onto the same tile by rasterio (nearest): equal values wherever
-    both are valid and nearest neighbour is well defined; on a source pixel's edge, one of
-    the pixels that meet there."""
-    store, entry = published["store"], published["entry"]
-    ndvi_path = store.gdal_path(layer_key(entry, "ndvi"))
+    """The single-band tile covering the AOI, served by the TiTiler at ``titiler_url``
+    from ``cog_url`` (nearest, its default), against the COG (``cog``: a path, or its
+    bytes as read from the store) reprojected onto the same tile by rasterio (nearest):
+    equal values wherever both are valid and nearest neighbour is well defined; on a
+    source pixel's edge, one of the pixels that meet there."""
     tms = morecantile.tms.get("WebMercatorQuad")
     tile = _tile_over(tuple(AOIS[0]["bbox"]))  # type: ignore[index]
     response = http.get(
-        f"{titiler.url}/cog/tiles/WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}.npy",
-        params={"url": ndvi_path},
+        f"{titiler_url}/cog/tiles/WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}.npy",
+        params={"url": cog_url},
         timeout=60,
     )
     assert response.status_code == 200, response.text[:500]
@@ -273,7 +284,7 @@ def test_ndvi_tile_equals_the_cog_reprojected(
 
     tile_transform = from_bounds(*tms.xy_bounds(tile), 256, 256)
     expected = np.full((256, 256), np.nan, dtype="float32")
-    with rasterio.open(ndvi_path) as src:
+    with rasterio.open(io.BytesIO(cog) if isinstance(cog, bytes) else cog) as src:
         reproject(
             source=rasterio.band(src, 1),
             destination=expected,
@@ -314,6 +325,14 @@ def test_ndvi_tile_equals_the_cog_reprojected(
     assert np.array_equal((mask == np.isfinite(expected)) | on_edge, np.ones_like(mask))
 
 
+def test_ndvi_tile_equals_the_cog_reprojected(
+    published: dict[str, Any], titiler: TiTilerServer, http: requests.Session
+) -> None:
+    store, entry = published["store"], published["entry"]
+    ndvi_path = store.gdal_path(layer_key(entry, "ndvi"))
+    assert_tile_equals_cog(http, titiler.url, ndvi_path, ndvi_path)
+
+
 def test_item_links_resolve_on_titiler(
     published: dict[str, Any], titiler: TiTilerServer, http: requests.Session
 ) -> None:
@@ -344,3 +363,63 @@ def test_item_links_resolve_on_titiler(
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG"), png.text[:500]
     viewer = http.get(entry["viewers"]["ndvi"], timeout=60)
     assert viewer.status_code == 200 and "text/html" in viewer.headers["content-type"]
+
+
+# ------------------------------------------------- a product in an S3-compatible store
+
+
+@pytest.fixture(scope="module")
+def s3_product(published: dict[str, Any], s3_server: Any) -> dict[str, Any]:
+    """The published product's folder (item and COGs) copied under the same keys into a
+    SeaweedFS bucket, as an S3 object store holds it."""
+    local, entry = published["store"], published["entry"]
+    s3_server.create_bucket("products")
+    store = S3ObjectStore(
+        "s3://products/objects",
+        client=s3_server.boto3_client(),
+        endpoint_url=s3_server.endpoint_url,
+    )
+    folder = entry["stac_item_key"].rsplit("/", 1)[0]
+    keys = [info.key for info in local.list(folder)]
+    assert layer_key(entry, "ndvi") in keys and entry["stac_item_key"] in keys, keys
+    for key in keys:
+        store.put_bytes(key, local.get_bytes(key))
+    return {"store": store, "entry": entry}
+
+
+@pytest.fixture(scope="module")
+def titiler_s3(s3_server: Any) -> Iterator[TiTilerServer]:
+    """A TiTiler given the store's GDAL options, and nothing else of it."""
+    with TiTilerServer(env=s3_server.gdal_env_options()) as server:
+        yield server
+
+
+def test_s3_tile_equals_the_cog(
+    s3_product: dict[str, Any], titiler_s3: TiTilerServer, http: requests.Session
+) -> None:
+    store, entry = s3_product["store"], s3_product["entry"]
+    key = layer_key(entry, "ndvi")
+    cog_url = store.url(key)
+    assert cog_url.startswith("s3://products/")
+    # The credentials reached the server through its environment, not a file left behind.
+    assert not (titiler_s3.log_path.parent / ENV_FILE).exists()
+    # The expected side: the object's bytes as the store holds them.
+    assert_tile_equals_cog(http, titiler_s3.url, cog_url, store.get_bytes(key))
+
+
+def test_s3_item_renders_through_stac(
+    s3_product: dict[str, Any], titiler_s3: TiTilerServer, http: requests.Session
+) -> None:
+    """The /stac endpoints read the item itself from the bucket (boto3 in TiTiler, through
+    the same AWS_S3_ENDPOINT) and its relative asset hrefs resolve beside it."""
+    store, entry = s3_product["store"], s3_product["entry"]
+    item_url = store.url(entry["stac_item_key"])
+    tilejson = http.get(
+        render.tilejson_url(titiler_s3.url, item_url, render.RENDERS["ndvi"]), timeout=60
+    )
+    assert tilejson.status_code == 200, tilejson.text[:500]
+    west, south, east, north = tilejson.json()["bounds"]
+    tile = _tile_over((west, south, east, north))
+    href = render.xyz_url(titiler_s3.url, item_url, render.RENDERS["ndvi"])
+    png = http.get(href.format(z=tile.z, x=tile.x, y=tile.y), timeout=60)
+    assert png.status_code == 200 and png.content.startswith(b"\x89PNG"), png.text[:500]
