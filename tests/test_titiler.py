@@ -30,7 +30,7 @@ from rasterio.warp import Resampling, reproject
 from geospatial_pipeline.config import MapsConfig, parse_config
 from geospatial_pipeline.layout import Partition
 from geospatial_pipeline.local.stac_server import RustacStacServer
-from geospatial_pipeline.local.titiler import ENV_FILE, TiTilerServer
+from geospatial_pipeline.local.titiler import TiTilerServer
 from geospatial_pipeline.stac import render
 from geospatial_pipeline.stac.publish import layer_key, publish_item, scene_products_of
 from geospatial_pipeline.storage.object_store import LocalObjectStore, S3ObjectStore
@@ -391,6 +391,10 @@ def s3_product(published: dict[str, Any], s3_server: Any) -> dict[str, Any]:
 def titiler_s3(s3_server: Any) -> Iterator[TiTilerServer]:
     """A TiTiler given the store's GDAL options, and nothing else of it."""
     with TiTilerServer(env=s3_server.gdal_env_options()) as server:
+        # The credentials reach its environment, never its command line (ps shows that).
+        environ = Path(f"/proc/{server.pid}/environ").read_bytes().split(b"\0")
+        assert f"AWS_SECRET_ACCESS_KEY={s3_server.secret_key}".encode() in environ
+        assert s3_server.secret_key.encode() not in Path(f"/proc/{server.pid}/cmdline").read_bytes()
         yield server
 
 
@@ -401,8 +405,6 @@ def test_s3_tile_equals_the_cog(
     key = layer_key(entry, "ndvi")
     cog_url = store.url(key)
     assert cog_url.startswith("s3://products/")
-    # The credentials reached the server through its environment, not a file left behind.
-    assert not (titiler_s3.log_path.parent / ENV_FILE).exists()
     # The expected side: the object's bytes as the store holds them.
     assert_tile_equals_cog(http, titiler_s3.url, cog_url, store.get_bytes(key))
 

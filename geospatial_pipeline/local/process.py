@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -83,6 +83,35 @@ class LocalServer(ABC):
         self.stop()
 
 
+class ProcessServer(LocalServer):
+    """A server that is one :class:`ServerProcess` listening on one loopback port: the
+    properties every such wrapper answers the same way."""
+
+    _port: int | None = None
+    _proc: ServerProcess | None = None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise LocalServerError(f"{type(self).__name__} has not been started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT`` (no trailing slash)."""
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise LocalServerError(f"{type(self).__name__} is not running")
+        return self._proc.pid
+
+    @property
+    def is_running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+
 class ServerProcess:
     """A server binary started as the leader of its own process group.
 
@@ -91,7 +120,17 @@ class ServerProcess:
     stderr) is appended to ``log_path``, or inherited when that is None.
     """
 
-    def __init__(self, name: str, args: Sequence[str], *, cwd: Path, log_path: Path | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: Sequence[str],
+        *,
+        cwd: Path,
+        log_path: Path | None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """``env`` is merged over this process's environment for the server (its values
+        win); given to the process, never on its command line, where ``ps`` shows it."""
         self.name = name
         self.log_path = log_path
         self._log_file: IO[bytes] | None = None
@@ -107,6 +146,7 @@ class ServerProcess:
                 stdout=self._log_file,
                 stderr=subprocess.STDOUT if self._log_file is not None else None,
                 cwd=cwd,
+                env={**os.environ, **env} if env else None,
                 start_new_session=True,
             )
         except BaseException:

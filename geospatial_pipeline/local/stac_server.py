@@ -32,7 +32,7 @@ from geospatial_pipeline.local.ports import (
     wait_for_http,
 )
 from geospatial_pipeline.local.process import (
-    LocalServer,
+    ProcessServer,
     ServerProcess,
     check_loopback_only,
     find_executable,
@@ -84,7 +84,7 @@ def _dedupe_items(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(by_key.values())
 
 
-class RustacStacServer(LocalServer):
+class RustacStacServer(ProcessServer):
     """Run ``rustac serve`` with the given items and collections on 127.0.0.1.
 
     Use as a context manager, or call :meth:`start` / :meth:`stop`::
@@ -130,17 +130,6 @@ class RustacStacServer(LocalServer):
 
     # ------------------------------------------------------------------ properties
     @property
-    def port(self) -> int:
-        if self._port is None:
-            raise LocalServerError("RustacStacServer has not been started")
-        return self._port
-
-    @property
-    def url(self) -> str:
-        """Root of the STAC API, ``http://127.0.0.1:PORT`` (no trailing slash)."""
-        return f"http://{LOOPBACK}:{self.port}"
-
-    @property
     def item_count(self) -> int:
         """Number of items the server was (or will be) loaded with."""
         return len(self._items)
@@ -154,16 +143,6 @@ class RustacStacServer(LocalServer):
     @property
     def log_path(self) -> Path:
         return self.workdir / "rustac.log"
-
-    @property
-    def pid(self) -> int:
-        if self._proc is None:
-            raise LocalServerError("RustacStacServer is not running")
-        return self._proc.pid
-
-    @property
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def command(self) -> list[str]:
         """The exact ``rustac`` command line of the running server."""
