@@ -77,6 +77,24 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
         yield server
 
 
+@pytest.fixture(scope="session")
+def titiler() -> Any:
+    """One local TiTiler (the product maps' server) for the whole test session."""
+    from geospatial_pipeline.local.titiler import TiTilerServer
+
+    with TiTilerServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def http() -> Any:
+    import requests
+
+    with requests.Session() as session:
+        session.trust_env = False  # loopback servers: no HTTP(S)_PROXY in between
+        yield session
+
+
 SOURCE_BUCKET = "sentinel-cogs"
 SOURCE_PREFIX = "sentinel-s2-l2a-cogs/29/R/KH/2020/2/S2A_29RKH_20200219_0_L2A"
 

@@ -11,6 +11,7 @@ checked. Full-page screenshots are kept under ``.test-artifacts/browser/``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -144,17 +145,24 @@ def _check_names(url: str) -> list[str]:
     return sorted(c["name"] for c in checks)
 
 
-@pytest.fixture(scope="module")
-def browser(demo_ui: DemoUI) -> Iterator[Any]:
+@contextlib.contextmanager
+def launch_chromium() -> Iterator[Any]:
+    """Playwright's browser on the system Chromium: the tests never download a browser."""
+    _require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        # A system Chromium: the test never downloads a browser.
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         try:
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture(scope="module")
+def browser(demo_ui: DemoUI) -> Iterator[Any]:
+    with launch_chromium() as b:
+        yield b
 
 
 def _screenshot(page: Any, name: str) -> Path:

@@ -22,26 +22,13 @@ import requests
 from geospatial_pipeline.local.ports import LOOPBACK
 from geospatial_pipeline.local.titiler import TiTilerServer
 from geospatial_pipeline.local.titiler_app import LEAFLET_PATH
-from tests.test_browser import ARTIFACTS, CHROMIUM, _require_chromium
+from tests.test_browser import ARTIFACTS, launch_chromium
 from tests.test_titiler import publish_scene_products
 
 RENDERS = ("true-color", "ndvi")
 # Playwright waits, in milliseconds: a cold TiTiler renders the first tiles in a second or
 # two, more on a loaded CI machine.
 WAIT_MS = 45_000
-
-
-@pytest.fixture(scope="module")
-def titiler() -> Iterator[TiTilerServer]:
-    with TiTilerServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def http() -> Iterator[requests.Session]:
-    with requests.Session() as session:
-        session.trust_env = False  # loopback servers: no HTTP(S)_PROXY in between
-        yield session
 
 
 @pytest.fixture(scope="module")
@@ -125,16 +112,8 @@ def test_viewer_page_references_only_the_local_titiler(
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    _require_chromium()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        # A system Chromium: the test never downloads a browser.
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
-        try:
-            yield b
-        finally:
-            b.close()
+    with launch_chromium() as b:
+        yield b
 
 
 # Per loaded tile image: its size and how many of its pixels are not transparent (the

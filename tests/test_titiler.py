@@ -163,19 +163,6 @@ def test_publish_item_writes_links_and_lists_viewers(tmp_path: Path) -> None:
 # ------------------------------------------------------------- a published product's tile
 
 
-@pytest.fixture(scope="module")
-def titiler() -> Iterator[TiTilerServer]:
-    with TiTilerServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def http() -> Iterator[requests.Session]:
-    with requests.Session() as session:
-        session.trust_env = False  # loopback servers: no HTTP(S)_PROXY in between
-        yield session
-
-
 def publish_scene_products(
     s3_server: Any,
     rkh_item: dict[str, Any],
