@@ -15,7 +15,12 @@
    one run per partition; share of wall time outside the step bodies.
 6. Request sensor (``benchmarks/request_sensor.py``, in its own process): the tick that
    accepts a 30-day request for a new AOI among 500 registered ones, and an idle tick.
-7. Print the tables and, as the last line, one JSON object.
+7. Metadata weight (``benchmarks/metadata_weight.py``, in its own process): the size of the
+   Dagster events one real (date, AOI) partition writes, per asset and in total, and the
+   bytes the UI's partition pages transfer.
+8. Publication cost (``benchmarks/publish_cost.py``, in its own process):
+   ``publish_partition`` with 0, 1 000 and 10 000 other items in the pgstac collection.
+9. Print the tables and, as the last line, one JSON object.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ import numpy as np
 
 from benchmarks import dagster_overhead as overhead_bench
 from benchmarks import data
+from benchmarks import metadata_weight as metadata_bench
+from benchmarks import publish_cost as publish_bench
 from benchmarks import request_sensor as request_sensor_bench
 from benchmarks import transform as transform_bench
 from benchmarks.proxy import ByteCountingProxy, PathStats
@@ -298,11 +305,22 @@ def main(argv: list[str] | None = None) -> int:
         default=request_sensor_bench.AOIS,
         help="registered AOIs in the request sensor benchmark (0 skips that part)",
     )
+    parser.add_argument(
+        "--no-metadata-weight", action="store_true", help="skip the metadata weight part"
+    )
+    parser.add_argument(
+        "--publish-repetitions",
+        type=int,
+        default=publish_bench.REPETITIONS,
+        help="repetitions of the pgstac publication benchmark (0 skips that part)",
+    )
     args = parser.parse_args(argv)
     if args.repetitions < 1 or args.transform_repetitions < 1:
         parser.error("--repetitions and --transform-repetitions must be >= 1")
-    if args.overhead_days < 0 or args.request_sensor_aois < 0:
-        parser.error("--overhead-days and --request-sensor-aois must be >= 0")
+    if args.overhead_days < 0 or args.request_sensor_aois < 0 or args.publish_repetitions < 0:
+        parser.error(
+            "--overhead-days, --request-sensor-aois and --publish-repetitions must be >= 0"
+        )
 
     if not data.COG_DIR.is_dir() or not data.ITEM_PATH.is_file():
         print(f"shared data not found under {data.SHARED_DATA}", file=sys.stderr)
@@ -424,6 +442,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.request_sensor_aois:
         # request_sensor_tick_s, request_sensor_idle_tick_s, request_sensor_status_tick_s, ...
         summary.update(request_sensor_bench.run_in_subprocess(args.request_sensor_aois))
+    if not args.no_metadata_weight:
+        # metadata_weight_partition_bytes, metadata_weight_image_bytes, ..._largest_entry_bytes
+        summary.update(metadata_bench.run_in_subprocess())
+    if args.publish_repetitions:
+        # publish_partition_s, publish_vs_transform, publish_refresh_alone_s, ... per size
+        summary.update(publish_bench.run_in_subprocess(args.publish_repetitions))
     print(json.dumps(summary, separators=(",", ":")))
     return 0
 
