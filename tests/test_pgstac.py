@@ -455,3 +455,66 @@ def test_a_superseded_product_is_deleted(published: dict[str, Any], database: st
     assert ids == sorted(
         [f"{ITEM1_REPROCESSED}__dunes", f"dunes__{DAY}__ndvi_median", *_aoi_items(DAY2)]
     )
+
+
+# ------------------------------------------- collection summaries, incremental and exact
+
+
+def _summaries(database: str, cid: str) -> dict[str, Any]:
+    with pgstac.pgstac_db(database) as db:
+        row = db.query_one("SELECT content->'summaries' FROM collections WHERE id = %s", (cid,))
+    summaries = dict(cast(dict[str, Any], row))
+    return {k: sorted(v) if isinstance(v, list) else v for k, v in summaries.items()}
+
+
+def _variant(item: dict[str, Any], collection: str, day: dt.date, aoi: str, **props: Any) -> Any:
+    """The published product item as another partition's (same assets)."""
+    other = copy.deepcopy(item)
+    other["id"] = f"{aoi}-{day}"
+    other["collection"] = pgstac.collection_id(collection)
+    other["properties"].update({"datetime": f"{day}T10:00:00Z", pgstac.AOI_PROPERTY: aoi, **props})
+    return other
+
+
+def test_summaries_stay_exact_through_new_partitions_reruns_and_concurrent_runs(
+    published: dict[str, Any], database: str
+) -> None:
+    """A first publication merges its rows into the summaries (cheap); a re-run, which may
+    remove or change rows, recomputes them from every row; concurrent publications of
+    different partitions lose none of each other's values."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with pgstac.pgstac_db(database) as db:
+        template = db.query_one(
+            "SELECT get_item(%s, %s)",
+            (f"{ITEM2}__dunes", pgstac.collection_id(COLLECTION)),
+        )
+    collection, cid = "summaries-test", pgstac.collection_id("summaries-test")
+    day1, day2 = dt.date(2021, 5, 1), dt.date(2021, 5, 2)
+
+    def publish(day: dt.date, aoi: str, **props: Any) -> None:
+        item = _variant(template, collection, day, aoi, **props)
+        pgstac.publish_partition(database, collection, day, aoi, [item])
+
+    publish(day1, "north", **{"eo:cloud_cover": 10.0, "platform": "sentinel-2a"})
+    publish(day2, "south", **{"eo:cloud_cover": 60.0, "platform": "sentinel-2b"})
+    got = _summaries(database, cid)
+    assert got["platform"] == ["sentinel-2a", "sentinel-2b"]
+    assert got["geospatial_pipeline:aoi"] == ["north", "south"]
+    assert got["eo:cloud_cover"] == {"minimum": 10.0, "maximum": 60.0}
+    # A re-run of "north" with other values: the old ones must go (a merge would keep them).
+    publish(day1, "north", **{"eo:cloud_cover": 30.0, "platform": "sentinel-2b"})
+    got = _summaries(database, cid)
+    assert got["platform"] == ["sentinel-2b"]
+    assert got["eo:cloud_cover"] == {"minimum": 30.0, "maximum": 60.0}
+
+    aois = [f"field-{i}" for i in range(12)]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(lambda a: publish(day2, a, **{"eo:cloud_cover": 5.0}), aois))
+    got = _summaries(database, cid)
+    assert got["geospatial_pipeline:aoi"] == sorted(["north", "south", *aois])
+    assert got["eo:cloud_cover"] == {"minimum": 5.0, "maximum": 60.0}
+    # And the incremental result is the exact one: a full pass changes nothing.
+    with pgstac.pgstac_db(database) as db:
+        pgstac.refresh_collection(db, cid, None)
+    assert _summaries(database, cid) == got

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import json
 import posixpath
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -230,8 +231,9 @@ def _upserted_extent(
     )
 
 
-# Recomputed in one statement after every load: the statement that starts last sees every
-# committed row, so concurrent partition runs leave the extent and summaries complete.
+# The collection's summaries, aggregated over the properties ``p`` of a row source. Its
+# extent comes from pgstac's partition statistics (cheap at any size), brought up to date
+# by _UPDATE_STATS beforehand.
 _REFRESH_COLLECTION = """
 UPDATE collections SET content = jsonb_set_lax(
     content || jsonb_build_object('summaries', (
@@ -250,11 +252,65 @@ UPDATE collections SET content = jsonb_set_lax(
                         FILTER (WHERE jsonb_typeof(p->'eo:cloud_cover') = 'number'))
                 END
         ))
-        FROM (SELECT content->'properties' AS p FROM items WHERE collection = %(id)s) rows
+        FROM ({source}) rows
     )),
-    '{extent}'::text[], collection_extent(%(id)s, TRUE), true, 'return_target')
+    '{{extent}}'::text[], collection_extent(%(id)s, FALSE), true, 'return_target')
 WHERE id = %(id)s
 """
+# Every row of the collection: exact whatever changed, but it reads every item's content
+# (about 45 ms per 1 000 items, benchmarks/publish_cost.py).
+_ALL_ROWS = "SELECT content->'properties' AS p FROM items WHERE collection = %(id)s"
+# The summaries so far as rows, plus the partition's rows: exact when the partition only
+# added items (aggregates of a union), and as cheap as the partition is small.
+_SUMMARIES_AND_PARTITION = """
+SELECT content->'properties' AS p FROM items
+WHERE collection = %(id)s AND datetime >= %(start)s AND datetime < %(end)s
+  AND content->'properties'->>%(aoi_property)s = %(aoi)s
+UNION ALL
+SELECT jsonb_build_object(s.field, v.value) FROM collections c,
+    LATERAL jsonb_each(c.content->'summaries') s(field, list), jsonb_array_elements(
+        CASE WHEN jsonb_typeof(s.list) = 'array' THEN s.list ELSE '[]' END) v(value)
+WHERE c.id = %(id)s
+UNION ALL
+SELECT jsonb_build_object('eo:cloud_cover', b.bound) FROM collections c,
+    LATERAL (VALUES (c.content->'summaries'->'eo:cloud_cover'->'minimum'),
+                    (c.content->'summaries'->'eo:cloud_cover'->'maximum')) b(bound)
+WHERE c.id = %(id)s AND b.bound IS NOT NULL
+"""
+# pgstac's upsert_collection, but the summaries so far are kept: the incremental refresh
+# builds on them, and the row lock ON CONFLICT takes reads the latest ones.
+_UPSERT_COLLECTION = """
+INSERT INTO collections (content) VALUES (%(doc)s::jsonb)
+ON CONFLICT (id) DO UPDATE SET content = EXCLUDED.content
+    || jsonb_build_object('summaries', coalesce(collections.content->'summaries', '{}'))
+"""
+# Outside the lock below: it locks the collection's item partitions, and a load holding
+# one of those waits for the collection's row (its foreign key check): with the row lock
+# held, that is a deadlock (seen with concurrent partitions).
+_UPDATE_STATS = "SELECT collection_extent(%(id)s, TRUE)"
+# Held while the summaries are computed and written: a statement started after the lock
+# is granted sees every item committed before, so concurrent partitions' refreshes (exact
+# or incremental) never overwrite each other's additions.
+_LOCK_COLLECTION = "SELECT 1 FROM collections WHERE id = %(id)s FOR UPDATE"
+
+
+def refresh_collection(db: Any, cid: str, partition: tuple[dt.date, str] | None) -> None:
+    """Recompute the collection's summaries and extent: from every row (``partition``
+    None), or, after a partition's first publication, from the summaries so far plus that
+    partition's rows."""
+    params: dict[str, Any] = {"id": cid}
+    source = _ALL_ROWS
+    if partition is not None:
+        day, aoi = partition
+        start, end = _day_range(day)
+        params |= {"start": start, "end": end, "aoi_property": AOI_PROPERTY, "aoi": aoi}
+        source = _SUMMARIES_AND_PARTITION
+    conn = db.connect()
+    conn.execute(_UPDATE_STATS, params)
+    # Not through db.query: it iterates the cursor, and an UPDATE returns no rows.
+    with conn.transaction():
+        conn.execute(_LOCK_COLLECTION, params)
+        conn.execute(_REFRESH_COLLECTION.format(source=source), params)
 
 
 @dataclass(frozen=True)
@@ -300,16 +356,18 @@ def publish_partition(
         raise PgstacError(f"partition {day}/{aoi}: duplicate item ids in {ids}")
     with pgstac_db(conninfo) as db:
         loader = Loader(db=db)
+        before = partition_rows(db, collection, day, aoi)
         bbox, interval = _upserted_extent(items, _existing_extent(db, cid), day)
         doc = collection_document(collection, bbox=bbox, interval=interval)
-        loader.load_collections(iter([doc]), insert_mode=Methods.upsert)
+        db.connect().execute(_UPSERT_COLLECTION, {"doc": json.dumps(doc)})
         if items:
             loader.load_items(iter([dict(i) for i in items]), insert_mode=Methods.upsert)
         stale = sorted(set(partition_rows(db, collection, day, aoi)) - set(ids))
         for item_id in stale:
             db.query_one("SELECT delete_item(%s, %s)", (item_id, cid))
-        # Not through db.query: it iterates the cursor, and an UPDATE returns no rows.
-        db.connect().execute(_REFRESH_COLLECTION, {"id": cid})
+        # A first publication only adds rows: merging them into the summaries is exact.
+        # A re-run may have removed or changed rows, which only a full pass accounts for.
+        refresh_collection(db, cid, None if before else (day, aoi))
         rows = partition_rows(db, collection, day, aoi)
     if rows != ids:
         raise PgstacError(
