@@ -22,12 +22,12 @@ collection grows.
    Per repetition, two publications: "first" (the partition's rows deleted beforehand,
    outside the clock) and "again" (its rows there: the re-run case).
 4. Phases, timed by wrapping the functions ``publish_partition`` calls (its code and
-   behaviour unchanged): reading the stored extent, ``Loader.load_collections`` (the
-   collection upsert), ``Loader.load_items`` (the item upsert), the first
-   ``partition_rows`` (stale rows) and the second (the row count); the rest is opening the
-   connection, the collection's extent and summaries recomputed from every row
-   (``_REFRESH_COLLECTION``) and closing. The refresh statement and a bare connect + close
-   are also timed alone.
+   behaviour unchanged): reading the stored extent, ``Loader.load_items`` (the item
+   upsert), ``partition_rows`` (the partition's rows before the load, the stale rows and
+   the row count) and ``refresh_collection`` (the collection's extent and summaries:
+   incremental after a first publication, from every row after a re-run); the rest is
+   opening the connection, the collection upsert and closing. Both kinds of refresh and a
+   bare connect + close are also timed alone.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ REPETITIONS = 7
 SIZES = (0, 1000, 10_000)
 RUNS = 4
 OTHER_AOIS = 10
-PHASES = ("extent", "collection_upsert", "item_upsert", "stale_rows", "row_count", "rest")
+PHASES = ("extent", "item_upsert", "partition_rows", "refresh", "rest")
 _TIME_KEYS = ("datetime", "start_datetime", "end_datetime")
 
 
@@ -154,7 +154,7 @@ def phase_timer() -> Iterator[dict[str, float]]:
     originals: dict[tuple[Any, str], Callable[..., Any]] = {
         (pgstac, "_existing_extent"): pgstac._existing_extent,
         (pgstac, "partition_rows"): pgstac.partition_rows,
-        (Loader, "load_collections"): Loader.load_collections,
+        (pgstac, "refresh_collection"): pgstac.refresh_collection,
         (Loader, "load_items"): Loader.load_items,
     }
 
@@ -169,14 +169,10 @@ def phase_timer() -> Iterator[dict[str, float]]:
 
         return wrapper
 
-    def rows_phase() -> str:
-        # publish_partition asks twice: the stale rows, then the rows it counts.
-        return "row_count" if "stale_rows" in spent else "stale_rows"
-
     phases: dict[tuple[Any, str], Callable[[], str]] = {
         (pgstac, "_existing_extent"): lambda: "extent",
-        (pgstac, "partition_rows"): rows_phase,
-        (Loader, "load_collections"): lambda: "collection_upsert",
+        (pgstac, "partition_rows"): lambda: "partition_rows",
+        (pgstac, "refresh_collection"): lambda: "refresh",
         (Loader, "load_items"): lambda: "item_upsert",
     }
     for (owner, name), phase in phases.items():
@@ -205,39 +201,19 @@ def publish_once(
     return out
 
 
-def refresh_alone(dsn: str, collection: str) -> float:
-    """The collection refresh statement of ``publish_partition`` alone (idempotent)."""
+def refresh_alone(dsn: str, collection: str) -> dict[str, float]:
+    """``refresh_collection`` alone, median of 5 each: from every row (a re-run's) and
+    incremental (a first publication's, with the partition's rows there; idempotent)."""
     from geospatial_pipeline.stac import pgstac
 
-    with pgstac.pgstac_db(dsn) as db:
-        conn = db.connect()
-        start = time.perf_counter()
-        conn.execute(pgstac._REFRESH_COLLECTION, {"id": pgstac.collection_id(collection)})
-        return time.perf_counter() - start
-
-
-_SUMMARIES_START = "content || jsonb_build_object('summaries', ("
-_SUMMARIES_END = "    )),\n    '{extent}'"
-
-
-def refresh_parts(dsn: str, collection: str) -> dict[str, float]:
-    """The refresh statement's two parts alone: the summaries aggregate over every row
-    (cut out of ``_REFRESH_COLLECTION``; empty if its text no longer has that shape) and
-    ``collection_extent``."""
-    from geospatial_pipeline.stac import pgstac
-
-    text = pgstac._REFRESH_COLLECTION
-    queries = {"extent_fn": "SELECT collection_extent(%(id)s, TRUE)"}
-    if _SUMMARIES_START in text and _SUMMARIES_END in text:
-        queries["summaries"] = text.split(_SUMMARIES_START, 1)[1].split(_SUMMARIES_END, 1)[0]
+    cid = pgstac.collection_id(collection)
     out: dict[str, float] = {}
     with pgstac.pgstac_db(dsn) as db:
-        conn = db.connect()
-        for name, query in queries.items():
+        for name, partition in (("full", None), ("incremental", (mw.DAY, mw.AOI_NAME))):
             times = []
             for _ in range(5):
                 start = time.perf_counter()
-                conn.execute(query, {"id": pgstac.collection_id(collection)})
+                pgstac.refresh_collection(db, cid, partition)
                 times.append(time.perf_counter() - start)
             out[name] = statistics.median(times)
     return out
@@ -303,9 +279,8 @@ def run(
                                 per[mode].setdefault(key, []).append(value)
                     results[size] = per
                     alone[size] = {
-                        "refresh": med([refresh_alone(dsn, collection) for _ in range(5)]),
+                        **refresh_alone(dsn, collection),
                         "connect": med([connect_alone(dsn) for _ in range(5)]),
-                        **refresh_parts(dsn, collection),
                     }
     finally:
         shutil.rmtree(out, ignore_errors=True)
@@ -321,18 +296,25 @@ def run(
             str(size): round(med(r["first"]["total"]), 4) for size, r in results.items()
         },
         "publish_item_upsert_s": {
-            str(size): round(med(r["again"]["item_upsert"]), 4) for size, r in results.items()
+            str(size): round(med(r["first"]["item_upsert"]), 4) for size, r in results.items()
         },
-        "publish_row_count_s": {
-            str(size): round(med(r["again"]["row_count"]), 4) for size, r in results.items()
+        "publish_refresh_first_s": {
+            str(size): round(med(r["first"]["refresh"]), 4) for size, r in results.items()
         },
-        "publish_refresh_alone_s": {str(s): round(a["refresh"], 4) for s, a in alone.items()},
-        "publish_summaries_alone_s": {
-            str(s): round(a["summaries"], 4) for s, a in alone.items() if "summaries" in a
+        "publish_refresh_again_s": {
+            str(size): round(med(r["again"]["refresh"]), 4) for size, r in results.items()
+        },
+        "publish_refresh_full_alone_s": {str(s): round(a["full"], 4) for s, a in alone.items()},
+        "publish_refresh_incremental_alone_s": {
+            str(s): round(a["incremental"], 4) for s, a in alone.items()
         },
         "publish_transform_step_s": round(transform_s, 4),
         "publish_pgstac_items_step_s": round(publish_step_s, 4),
         "publish_vs_transform": {
+            str(size): round(med(r["first"]["total"]) / transform_s, 3)
+            for size, r in results.items()
+        },
+        "publish_again_vs_transform": {
             str(size): round(med(r["again"]["total"]) / transform_s, 3)
             for size, r in results.items()
         },
@@ -396,9 +378,8 @@ def print_report(
                 + " ".join(f"{ms(med(r[p])):>17}" for p in PHASES)
             )
         print(
-            f"{'':>11} {'alone':<6} refresh statement {ms(alone[size]['refresh'])} ms, "
-            f"(summaries aggregate {ms(alone[size].get('summaries', float('nan')))} ms, "
-            f"collection_extent {ms(alone[size]['extent_fn'])} ms), "
+            f"{'':>11} {'alone':<6} refresh from every row {ms(alone[size]['full'])} ms, "
+            f"incremental {ms(alone[size]['incremental'])} ms, "
             f"connect + close {ms(alone[size]['connect'])} ms"
         )
     print()
@@ -415,8 +396,10 @@ def print_report(
         f"pgstac_items {summary['publish_pgstac_items_step_s']:.3f} s"
     )
     print(
-        "publication / transform step: "
+        "publication / transform step, first: "
         + ", ".join(f"{k} others {v}" for k, v in summary["publish_vs_transform"].items())
+        + "; re-run: "
+        + ", ".join(f"{k} others {v}" for k, v in summary["publish_again_vs_transform"].items())
     )
     print()
 

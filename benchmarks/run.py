@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         # metadata_weight_partition_bytes, metadata_weight_image_bytes, ..._largest_entry_bytes
         summary.update(metadata_bench.run_in_subprocess())
     if args.publish_repetitions:
-        # publish_partition_s, publish_vs_transform, publish_refresh_alone_s, ... per size
+        # publish_partition_s, publish_vs_transform, publish_refresh_*_s, ... per size
         summary.update(publish_bench.run_in_subprocess(args.publish_repetitions))
     print(json.dumps(summary, separators=(",", ":")))
     return 0
