@@ -7,6 +7,8 @@ from __future__ import annotations
 import atexit
 import gc
 
+import boto3  # noqa: F401
+import botocore.config  # noqa: F401
 import numpy  # noqa: F401
 import odc.geo
 import odc.loader._rio

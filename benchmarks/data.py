@@ -1,4 +1,5 @@
-"""Benchmark inputs: the real COGs and item of ../shared/data, the AOIs, the ideal bytes.
+"""Benchmark inputs: the datasets (realistic full-size scenes, ``benchmarks/realistic.py``;
+the real but decimated COGs and item of ../shared/data), their AOIs, the ideal bytes.
 
 Nothing under ../shared/data is modified: the item is rewritten in memory.
 """
@@ -43,12 +44,13 @@ BANDS: dict[str, str] = {
 class Aoi:
     name: str
     size_km: float
-    center_utm: tuple[float, float]  # where the box is centred, EPSG:32629
+    center_utm: tuple[float, float]  # where the box is centred, in ``epsg``
     note: str
+    epsg: int = EPSG
 
     def geometry(self) -> BaseGeometry:
         """A lon/lat box of about ``size_km`` on a side around the centre."""
-        to_ll = Transformer.from_crs(EPSG, 4326, always_xy=True)
+        to_ll = Transformer.from_crs(self.epsg, 4326, always_xy=True)
         lon, lat = to_ll.transform(*self.center_utm)
         half_lat = self.size_km * 500 / 111_320
         half_lon = half_lat / math.cos(math.radians(lat))
@@ -125,47 +127,149 @@ class IdealWindow:
     header_bytes: int
     tiles: int
     tile_bytes: int
+    # What a COG reader must fetch, as (first byte, last byte) ranges: the header, then
+    # the intersected full-resolution tiles, consecutive ones merged (same bytes).
+    ranges: tuple[tuple[int, int], ...] = ()
 
     @property
     def ideal_bytes(self) -> int:
         return self.header_bytes + self.tile_bytes
 
 
-def _block_layout(src: rasterio.io.DatasetReader) -> dict[tuple[int, int], tuple[int, int]]:
-    bh, bw = src.block_shapes[0]
-    out = {}
-    for y in range(math.ceil(src.height / bh)):
-        for x in range(math.ceil(src.width / bw)):
-            off = src.get_tag_item(f"BLOCK_OFFSET_{x}_{y}", "TIFF", bidx=1)
-            size = src.get_tag_item(f"BLOCK_SIZE_{x}_{y}", "TIFF", bidx=1)
-            out[(x, y)] = (int(off or 0), int(size or 0))
+def header_bytes(path: Path) -> int:
+    """Bytes before the first tile's data: min TileOffsets over all IFDs (incl. overviews)."""
+    from benchmarks.realistic import header_bytes as tiff_header_bytes
+
+    return tiff_header_bytes(path)
+
+
+def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if out and start == out[-1][1] + 1:
+            out[-1] = (out[-1][0], end)
+        else:
+            out.append((start, end))
     return out
 
 
-def header_bytes(path: Path) -> int:
-    """Bytes before the first tile's data: min BLOCK_OFFSET over all IFDs (incl. overviews)."""
-    offsets: list[int] = []
-    with rasterio.open(path) as src:
-        n_overviews = len(src.overviews(1))
-    for level in range(-1, n_overviews):
-        kwargs = {} if level < 0 else {"overview_level": level}
-        with rasterio.open(path, **kwargs) as src:
-            offsets += [off for off, size in _block_layout(src).values() if size > 0]
-    return min(offsets)
+def ideal_windows(aoi: BaseGeometry, files: dict[str, Path] | None = None) -> list[IdealWindow]:
+    """Per asset: the pipeline's window, the header, and the full-res tiles it intersects
+    (sizes from the file's TileByteCounts). ``files``: asset -> local copy of the COG
+    (default: the decimated shared files)."""
+    from benchmarks.realistic import tiff_layout
 
-
-def ideal_windows(aoi: BaseGeometry) -> list[IdealWindow]:
-    """Per asset: the pipeline's window, the header, and the full-res tiles it intersects."""
+    files = files or {asset: COG_DIR / name for asset, name in BANDS.items()}
     out = []
-    for asset, name in BANDS.items():
-        path = COG_DIR / name
+    for asset, path in files.items():
         with rasterio.open(path) as src:
             win = aoi_window(aoi, src.crs, src.transform, src.width, src.height)
-            assert win is not None, f"AOI misses {name}"
-            bh, bw = src.block_shapes[0]
-            layout = _block_layout(src)
+            assert win is not None, f"AOI misses {path}"
+        full = tiff_layout(path)[0]
+        bw, bh = full.tile_width, full.tile_height
         xs = range(win.col_off // bw, (win.col_off + win.width - 1) // bw + 1)
         ys = range(win.row_off // bh, (win.row_off + win.height - 1) // bh + 1)
-        sizes = [layout[(x, y)][1] for y in ys for x in xs]
-        out.append(IdealWindow(asset, win, header_bytes(path), len(sizes), sum(sizes)))
+        tiles = [full.tile(x, y) for y in ys for x in xs]
+        header = header_bytes(path)
+        ranges = [(0, header - 1), *_merge([(o, o + n - 1) for o, n in tiles if n])]
+        out.append(
+            IdealWindow(asset, win, header, len(tiles), sum(n for _, n in tiles), tuple(ranges))
+        )
     return out
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One scene's five band COGs as the window-read benchmark uses them."""
+
+    name: str
+    description: str
+    bucket: str
+    item: dict[str, Any]  # STAC item with s3:// hrefs (for odc-stac)
+    files: dict[str, Path]  # asset -> local copy of the COG (ideal bytes, upload)
+    keys: dict[str, str]  # asset -> object key in ``bucket``
+    epsg: int
+    aois: tuple[Aoi, ...]
+
+    @property
+    def bands(self) -> tuple[str, ...]:
+        return tuple(self.files)
+
+    def gdal_paths(self) -> list[str]:
+        return [f"/vsis3/{self.bucket}/{self.keys[a]}" for a in self.files]
+
+    def object_path(self, asset: str) -> str:
+        """The request path a path-style S3 GET of the asset carries (proxy counts)."""
+        return f"/{self.bucket}/{self.keys[asset]}"
+
+    def file_grid(self) -> tuple[float, float, float, int]:
+        """x0, y0, resolution and block size of the first (finest) band."""
+        with rasterio.open(next(iter(self.files.values()))) as src:
+            t = src.transform
+            return t.c, t.f, t.a, src.block_shapes[0][0]
+
+
+def decimated() -> Dataset:
+    """The real 29RKH COGs of ../shared/data, decimated 10x (100 m, 512-px tiles)."""
+    return Dataset(
+        name="decimated",
+        description=(
+            f"{SCENE}: REAL Sentinel-2 L2A pixels, but decimated 10x per axis (10 m bands "
+            "1098x1098 at 100 m, SCL 549x549 at 200 m; DEFLATE, 512-px tiles = 51.2 km per "
+            "tile, overviews)"
+        ),
+        bucket=BUCKET,
+        item=item_dict(),
+        files={asset: COG_DIR / name for asset, name in BANDS.items()},
+        keys={asset: object_key(asset) for asset in BANDS},
+        epsg=EPSG,
+        aois=tuple(aois()),
+    )
+
+
+REALISTIC_SCENE = "S2A_30TYN_20240615_0_L2A"
+
+
+def realistic(manifest: dict[str, Any]) -> Dataset:
+    """One full-size scene of ``benchmarks/realistic.py`` (``manifest`` from ``prepare``).
+
+    AOIs (lon/lat boxes, centres nudged by half a pixel as in :func:`aois`): 2 km at the
+    centre of one 1024-px tile (10.24 km), so it straddles no tile boundary; 10, 20 and
+    60 km around a point a quarter tile inside a tile corner near the scene centre, so they
+    meet 2x2, 3x3 and 7x7 tiles per 10 m band.
+    """
+    from benchmarks import realistic as rd
+
+    item = next(it for it in manifest["items"] if it["id"] == REALISTIC_SCENE)
+    files = rd.item_files(item)
+    epsg = int(item["properties"]["proj:epsg"])
+    with rasterio.open(files["red"]) as src:
+        x0, y0, res = src.transform.c, src.transform.f, src.transform.a
+        block = src.block_shapes[0][0]
+    tile = block * res
+    nudge = res / 2
+    in_tile = (x0 + 5.5 * tile + nudge, y0 - 5.5 * tile - nudge)
+    near_corner = (x0 + 5.25 * tile + nudge, y0 - 5.25 * tile - nudge)
+    scene_aois = (
+        Aoi("2km", 2, in_tile, "centre of one tile", epsg),
+        Aoi("10km", 10, near_corner, "near a tile corner", epsg),
+        Aoi("20km", 20, near_corner, "near a tile corner", epsg),
+        Aoi("60km", 60, near_corner, "near a tile corner", epsg),
+    )
+    return Dataset(
+        name="realistic",
+        description=(
+            f"{REALISTIC_SCENE}: full-size Sentinel-2 L2A-like COGs (benchmarks/realistic.py: "
+            "10 m bands 10980x10980, 1024-px tiles, DEFLATE+predictor 2; SCL 5490x5490 at "
+            "20 m, 512-px tiles; overviews; texture from the real 29RKH pixels + noise)"
+        ),
+        bucket=rd.BUCKET,
+        item=item,
+        files=files,
+        keys={asset: rd.object_key(item, asset) for asset in files},
+        epsg=epsg,
+        aois=scene_aois,
+    )

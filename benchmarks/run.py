@@ -1,13 +1,17 @@
-"""Benchmark: the pipeline's COG window reads vs odc-stac, against a real S3 server.
+"""Benchmark: the pipeline's COG window reads vs odc-stac and vs raw range GETs of the
+ideal bytes, against a real S3 server.
 
 ``make bench`` (= ``.venv/bin/python -m benchmarks.run``). See benchmarks/README.md.
 
-1. Start SeaweedFS (a real S3 server) on 127.0.0.1, upload the real COGs of
-   ../shared/data and build the real STAC item with ``s3://`` hrefs.
-2. Bytes pass: both readers go through a byte-counting proxy, once per AOI; their arrays
-   are compared (same shapes, same values) so that both measure the same work.
-3. Timing pass: both readers go straight to the server; every repetition runs in a
-   freshly forked process (cold GDAL caches), the two readers alternating.
+1. Start SeaweedFS (a real S3 server) on 127.0.0.1 and upload one full-size scene of the
+   realistic data (``benchmarks/realistic.py``, generated once and cached; or, with
+   ``--data decimated``, the real decimated COGs of ../shared/data); its STAC item has
+   ``s3://`` hrefs.
+2. Bytes pass: the three readers go through a byte-counting proxy, once per AOI; the
+   arrays of the pipeline and odc-stac are compared (same shapes, same values) so that
+   both measure the same work; the raw GETs must fetch exactly the ideal bytes.
+3. Timing pass: the readers go straight to the server; every repetition runs in a
+   freshly forked process (cold GDAL caches, new connections), the readers rotating.
 4. Transform benchmark (``benchmarks/transform.py``): ``transform_raw`` on a 20 km AOI
    at 10 m against a memory-bandwidth bound (decode timed apart), and its peak RSS.
 5. Dagster overhead (``benchmarks/dagster_overhead.py``): a backfill of one AOI over 30
@@ -26,6 +30,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -33,6 +38,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.context import ForkServerContext
 from typing import Any
@@ -50,14 +56,16 @@ from benchmarks.workers import Job, child_main
 
 THREADS = 4
 REPETITIONS = 7
-TARGET_BYTES_RATIO = 1.10
-TARGET_TIME_RATIO = 0.8
-CHILD_TIMEOUT_S = 120  # the first child also waits for the fork server's imports
-METHODS = ("pipeline", "odc-stac")
+TARGET_BYTES_RATIO = 1.05
+TARGET_TIME_RATIO = 0.6
+TARGET_RAW_RATIO = 2.0
+CHILD_TIMEOUT_S = 300  # the first child also waits for the fork server's imports
+METHODS = ("pipeline", "odc-stac", "raw-gets")
 
 
 @dataclass
 class AoiResult:
+    dataset: data.Dataset
     aoi: data.Aoi
     ideal: list[data.IdealWindow]
     bytes_stats: dict[str, dict[str, PathStats]]  # method -> object path -> stats
@@ -65,17 +73,19 @@ class AoiResult:
     shape: tuple[int, int]
 
     def fetched(self, method: str, asset: str | None = None) -> int:
-        paths = [f"/{data.BUCKET}/{data.object_key(a)}" for a in data.BANDS]
-        if asset is not None:
-            paths = [f"/{data.BUCKET}/{data.object_key(asset)}"]
+        assets = self.dataset.bands if asset is None else (asset,)
         stats = self.bytes_stats[method]
+        paths = [self.dataset.object_path(a) for a in assets]
         return sum(stats[p].body_bytes for p in paths if p in stats)
 
     def requests(self, method: str, asset: str | None = None) -> int:
         stats = self.bytes_stats[method]
         if asset is None:
             return sum(s.requests for s in stats.values())
-        return stats.get(f"/{data.BUCKET}/{data.object_key(asset)}", PathStats()).requests
+        return stats.get(self.dataset.object_path(asset), PathStats()).requests
+
+    def ranges(self, method: str, asset: str) -> list[str]:
+        return self.bytes_stats[method].get(self.dataset.object_path(asset), PathStats()).ranges
 
     @property
     def ideal_bytes(self) -> int:
@@ -106,12 +116,15 @@ def run_fresh(ctx: ForkServerContext, job: Job) -> dict[str, Any]:
     return dict(payload)
 
 
-def check_same_work(aoi: data.Aoi, results: dict[str, dict[str, Any]]) -> tuple[int, int]:
-    """Both readers must return the same windows: same shapes and values for the 100 m
-    bands; odc-stac's 100 m SCL must be the pipeline's 200 m SCL upsampled (nearest)."""
+def check_same_work(
+    aoi: data.Aoi, results: dict[str, dict[str, Any]], bands: tuple[str, ...]
+) -> tuple[int, int]:
+    """Both readers must return the same windows: same shapes and values for the finer
+    bands; odc-stac's SCL (on the finer grid) must be the pipeline's SCL window upsampled
+    (nearest)."""
     pipe, odc = results["pipeline"], results["odc-stac"]
     shape = None
-    for band in data.BANDS:
+    for band in bands:
         a_pipe, a_odc = pipe["arrays"][band], odc["arrays"][band]
         if band == "scl":
             continue
@@ -145,15 +158,19 @@ def print_report(
     summary: dict[str, Any],
 ) -> None:
     print()
-    print("COG window reads from S3 (SeaweedFS on 127.0.0.1): pipeline vs odc-stac")
+    print(
+        "COG window reads from S3 (SeaweedFS on 127.0.0.1): pipeline vs odc-stac vs raw "
+        "range GETs of the ideal bytes"
+    )
     print("=" * 78)
     for key, value in conditions.items():
         print(f"{key:<22} {value}")
     print()
     print("Per band window (bytes pass, through the counting proxy; KB = 1000 bytes)")
     head = (
-        f"{'AOI':<6} {'band':<5} {'window px':>10} {'tiles':>5} {'ideal KB':>9} "
-        f"{'pipeline KB':>11} {'req':>3} {'ratio':>6} {'odc KB':>9} {'req':>3} {'ratio':>6}"
+        f"{'AOI':<6} {'band':<5} {'window px':>11} {'tiles':>5} {'header':>6} "
+        f"{'ideal KB':>9} {'pipeline KB':>11} {'req':>3} {'ratio':>6} {'odc KB':>9} "
+        f"{'req':>3} {'ratio':>6} {'raw req':>7}"
     )
     print(head)
     print("-" * len(head))
@@ -161,40 +178,42 @@ def print_report(
         for w in r.ideal:
             fp, fo = r.fetched("pipeline", w.asset), r.fetched("odc-stac", w.asset)
             print(
-                f"{r.aoi.name:<6} {w.asset:<5} {f'{w.window.width}x{w.window.height}':>10} "
-                f"{w.tiles:>5} {kb(w.ideal_bytes):>9} {kb(fp):>11} "
+                f"{r.aoi.name:<6} {w.asset:<5} {f'{w.window.width}x{w.window.height}':>11} "
+                f"{w.tiles:>5} {w.header_bytes:>6} {kb(w.ideal_bytes):>9} {kb(fp):>11} "
                 f"{r.requests('pipeline', w.asset):>3} {fp / w.ideal_bytes:>6.3f} "
-                f"{kb(fo):>9} {r.requests('odc-stac', w.asset):>3} {fo / w.ideal_bytes:>6.3f}"
+                f"{kb(fo):>9} {r.requests('odc-stac', w.asset):>3} {fo / w.ideal_bytes:>6.3f} "
+                f"{r.requests('raw-gets', w.asset):>7}"
             )
     print()
     print(
-        f"Per AOI (5 bands; bytes from the proxy pass; times = median of "
+        f"Per AOI (all bands; bytes from the proxy pass; times = median of "
         f"{conditions['repetitions']} cold runs, direct to the server)"
     )
     head = (
-        f"{'AOI':<6} {'where':<24} {'ideal KB':>9} {'pipe KB':>9} {'req':>4} "
-        f"{'bytes_ratio':>11} {'odc KB':>9} {'req':>4} {'odc ratio':>9} "
-        f"{'pipe ms':>8} {'odc ms':>8} {'time ratio':>10}"
+        f"{'AOI':<6} {'tiles/band':>10} {'ideal MB':>9} {'pipe MB':>8} {'req':>4} "
+        f"{'bytes_ratio':>11} {'odc MB':>8} {'req':>4} {'odc ratio':>9} "
+        f"{'pipe ms':>8} {'odc ms':>8} {'raw ms':>7} {'vs odc':>7} {'vs raw':>7}"
     )
     print(head)
     print("-" * len(head))
     for r in results:
         fp, fo = r.fetched("pipeline"), r.fetched("odc-stac")
-        mp, mo = r.median_ms("pipeline"), r.median_ms("odc-stac")
+        mp, mo, mr = r.median_ms("pipeline"), r.median_ms("odc-stac"), r.median_ms("raw-gets")
         print(
-            f"{r.aoi.name:<6} {r.aoi.note:<24} {kb(r.ideal_bytes):>9} {kb(fp):>9} "
-            f"{r.requests('pipeline'):>4} {fp / r.ideal_bytes:>11.3f} {kb(fo):>9} "
-            f"{r.requests('odc-stac'):>4} {fo / r.ideal_bytes:>9.3f} "
-            f"{mp:>8.1f} {mo:>8.1f} {mp / mo:>10.3f}"
+            f"{r.aoi.name:<6} {r.ideal[0].tiles:>10} {r.ideal_bytes / 1e6:>9.2f} "
+            f"{fp / 1e6:>8.2f} {r.requests('pipeline'):>4} {fp / r.ideal_bytes:>11.3f} "
+            f"{fo / 1e6:>8.2f} {r.requests('odc-stac'):>4} {fo / r.ideal_bytes:>9.3f} "
+            f"{mp:>8.1f} {mo:>8.1f} {mr:>7.1f} {mp / mo:>7.3f} {mp / mr:>7.3f}"
         )
     print("-" * len(head))
     print(
-        f"{'all':<6} {'':<24} {kb(summary['ideal_bytes']):>9} "
-        f"{kb(summary['pipeline_bytes']):>9} {summary['pipeline_requests']:>4} "
-        f"{summary['bytes_ratio']:>11.3f} {kb(summary['odc_stac_bytes']):>9} "
+        f"{'all':<6} {'':>10} {summary['ideal_bytes'] / 1e6:>9.2f} "
+        f"{summary['pipeline_bytes'] / 1e6:>8.2f} {summary['pipeline_requests']:>4} "
+        f"{summary['bytes_ratio']:>11.3f} {summary['odc_stac_bytes'] / 1e6:>8.2f} "
         f"{summary['odc_stac_requests']:>4} {summary['odc_stac_bytes_ratio']:>9.3f} "
         f"{summary['pipeline_ms_median']:>8.1f} {summary['odc_stac_ms_median']:>8.1f} "
-        f"{summary['time_vs_odc_stac']:>10.3f}"
+        f"{summary['raw_gets_ms_median']:>7.1f} {summary['time_vs_odc_stac']:>7.3f} "
+        f"{summary['time_vs_raw_gets']:>7.3f}"
     )
     print()
     print("Timed runs (ms, in run order):")
@@ -203,12 +222,17 @@ def print_report(
             runs = " ".join(f"{v:.0f}" for v in r.ms[method])
             print(f"  {r.aoi.name:<6} {method:<9} {runs}")
     print()
-    ok_b = summary["bytes_ratio"] <= TARGET_BYTES_RATIO
-    ok_t = summary["time_vs_odc_stac"] <= TARGET_TIME_RATIO
+    checks = (
+        ("bytes_ratio", TARGET_BYTES_RATIO),
+        ("time_vs_odc_stac", TARGET_TIME_RATIO),
+        ("time_vs_raw_gets", TARGET_RAW_RATIO),
+    )
     print(
-        f"targets: bytes_ratio {summary['bytes_ratio']:.3f} <= {TARGET_BYTES_RATIO} "
-        f"{'MET' if ok_b else 'NOT MET'}; time_vs_odc_stac {summary['time_vs_odc_stac']:.3f}"
-        f" <= {TARGET_TIME_RATIO} {'MET' if ok_t else 'NOT MET'}"
+        "targets: "
+        + "; ".join(
+            f"{k} {summary[k]:.3f} <= {t} {'MET' if summary[k] <= t else 'NOT MET'}"
+            for k, t in checks
+        )
     )
 
 
@@ -221,45 +245,63 @@ def stop_fork_server() -> None:
         stop()
 
 
+@contextlib.contextmanager
+def serve_dataset(dataset: data.Dataset) -> Iterator[Any]:
+    """SeaweedFS with the dataset's COGs uploaded (the realistic scene through
+    ``realistic.serve``, which puts them under its Earth-Search-like keys)."""
+    if dataset.name == "realistic":
+        from benchmarks import realistic
+
+        with realistic.serve(item_ids=[dataset.item["id"]], stac=False) as served:
+            yield served.s3
+        return
+    from geospatial_pipeline.local.seaweed import SeaweedS3Server
+
+    with SeaweedS3Server() as s3:
+        s3.create_bucket(dataset.bucket)
+        client = s3.boto3_client()
+        for asset, path in dataset.files.items():
+            client.upload_file(str(path), dataset.bucket, dataset.keys[asset])
+        yield s3
+
+
 def measure(
     ctx: ForkServerContext,
+    dataset: data.Dataset,
     aois: list[tuple[data.Aoi, list[data.IdealWindow]]],
-    item: dict[str, Any],
     anchor: tuple[float, float],
     res: float,
     args: argparse.Namespace,
-) -> tuple[list[AoiResult], dict[str, dict[str, str]]]:
+) -> tuple[list[AoiResult], dict[str, dict[str, str]], list[float]]:
     """Start the server; run the bytes pass, then the timing pass."""
-    from geospatial_pipeline.local.seaweed import SeaweedS3Server
-
     results: list[AoiResult] = []
     gdal_options: dict[str, dict[str, str]] = {}
-    with SeaweedS3Server() as s3:
-        s3.create_bucket(data.BUCKET)
-        client = s3.boto3_client()
-        for asset, name in data.BANDS.items():
-            client.upload_file(str(data.COG_DIR / name), data.BUCKET, data.object_key(asset))
+    raw_setup_ms: list[float] = []
+    with serve_dataset(dataset) as s3:
         upstream = ("127.0.0.1", s3.s3_port)
+        ideal_by_aoi = {aoi.name: ideal for aoi, ideal in aois}
 
         def job(method: str, aoi: data.Aoi, endpoint: str, arrays: bool = False) -> Job:
+            raw = tuple((dataset.keys[w.asset], w.ranges) for w in ideal_by_aoi[aoi.name])
             return Job.for_aoi(
                 method,
                 aoi,
                 endpoint,
                 s3,
-                item,
-                bucket=data.BUCKET,
-                paths=tuple(data.gdal_paths()),
-                bands=tuple(data.BANDS),
-                epsg=data.EPSG,
+                dataset.item,
+                bucket=dataset.bucket,
+                paths=tuple(dataset.gdal_paths()),
+                bands=dataset.bands,
+                epsg=dataset.epsg,
                 resolution=res,
                 anchor=anchor,
                 threads=args.threads,
                 return_arrays=arrays,
+                raw_ranges=raw if method == "raw-gets" else (),
             )
 
-        # Bytes pass, through the proxy; also checks that both readers do the same work.
-        with ByteCountingProxy(upstream, max_lifetime_s=600) as proxy:
+        # Bytes pass, through the proxy; also checks that the readers do the same work.
+        with ByteCountingProxy(upstream, max_lifetime_s=1800) as proxy:
             for aoi, ideal in aois:
                 stats: dict[str, dict[str, PathStats]] = {}
                 outputs: dict[str, dict[str, Any]] = {}
@@ -271,21 +313,189 @@ def measure(
                     gdal_options[method] = outputs[method]["gdal_options"]
                 if proxy.unparsed_bytes:
                     raise RuntimeError("proxy met HTTP framing it cannot count")
-                shape = check_same_work(aoi, outputs)
-                results.append(AoiResult(aoi, ideal, stats, {m: [] for m in METHODS}, shape))
+                shape = check_same_work(aoi, outputs, dataset.bands)
+                ideal_total = sum(w.ideal_bytes for w in ideal)
+                raw_total = sum(p.body_bytes for p in stats["raw-gets"].values())
+                if raw_total != ideal_total:
+                    raise AssertionError(
+                        f"{aoi.name}: raw GETs fetched {raw_total} bytes, ideal is {ideal_total}"
+                    )
+                del outputs
+                results.append(
+                    AoiResult(dataset, aoi, ideal, stats, {m: [] for m in METHODS}, shape)
+                )
 
-        # Timing pass: direct to the server, one fresh process per run, readers alternating.
+        # Timing pass: direct to the server, one fresh process per run, readers rotating.
         for method in METHODS:  # discarded warm-up: server-side caches, page cache
             run_fresh(ctx, job(method, aois[0][0], s3.endpoint_url))
         for rep in range(args.repetitions):
             for i, r in enumerate(results):
-                order = METHODS if (rep + i) % 2 == 0 else METHODS[::-1]
-                for method in order:
+                k = (rep + i) % len(METHODS)
+                for method in METHODS[k:] + METHODS[:k]:
                     out = run_fresh(ctx, job(method, r.aoi, s3.endpoint_url))
-                    if tuple(out["shapes"]["red"]) != r.shape:
+                    if method == "raw-gets":
+                        if out["bytes"] != r.ideal_bytes:
+                            raise AssertionError("raw GETs fetched other bytes in a timed run")
+                        raw_setup_ms.append(float(out["setup_ms"]))
+                    elif tuple(out["shapes"][dataset.bands[0]]) != r.shape:
                         raise AssertionError(f"{method} read a different window in a timed run")
                     r.ms[method].append(float(out["ms"]))
-    return results, gdal_options
+    return results, gdal_options, raw_setup_ms
+
+
+def _load() -> tuple[float, float]:
+    one, five, _ = os.getloadavg()
+    return one, five
+
+
+def window_reads(args: argparse.Namespace) -> dict[str, Any]:
+    """The window-read benchmark; returns its JSON figures (and prints its report)."""
+    t_start = time.monotonic()
+    load_before = _load()
+    if args.data == "realistic":
+        from benchmarks import realistic
+
+        manifest = realistic.prepare()
+        data_desc = realistic.print_conditions(manifest)
+        dataset = data.realistic(manifest)
+    else:
+        data_desc = {}
+        dataset = data.decimated()
+    aois = list(dataset.aois)
+    ideals = {a.name: data.ideal_windows(a.geometry(), dataset.files) for a in aois}
+    x0, y0, res, _ = dataset.file_grid()
+    anchor = ((x0 / res) % 1.0, (y0 / res) % 1.0)  # the files' pixel grid, in pixels
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["benchmarks._preload"])
+
+    try:
+        results, gdal_options, raw_setup_ms = measure(
+            ctx, dataset, [(a, ideals[a.name]) for a in aois], anchor, res, args
+        )
+    finally:
+        stop_fork_server()
+    load_after = _load()
+
+    import boto3
+    import odc.stac
+    import rasterio
+
+    ideal_total = sum(r.ideal_bytes for r in results)
+    pipe_total = sum(r.fetched("pipeline") for r in results)
+    odc_total = sum(r.fetched("odc-stac") for r in results)
+    pipe_ms = sum(r.median_ms("pipeline") for r in results)
+    odc_ms = sum(r.median_ms("odc-stac") for r in results)
+    raw_ms = sum(r.median_ms("raw-gets") for r in results)
+    ratios = {
+        "bytes_ratio": pipe_total / ideal_total,
+        "time_vs_odc_stac": pipe_ms / odc_ms,
+        "time_vs_raw_gets": pipe_ms / raw_ms,
+    }
+    targets = {
+        "bytes_ratio": TARGET_BYTES_RATIO,
+        "time_vs_odc_stac": TARGET_TIME_RATIO,
+        "time_vs_raw_gets": TARGET_RAW_RATIO,
+    }
+    summary: dict[str, Any] = {
+        **{k: round(v, 4) for k, v in ratios.items()},
+        "pipeline_ms_median": round(pipe_ms, 1),
+        "odc_stac_ms_median": round(odc_ms, 1),
+        "raw_gets_ms_median": round(raw_ms, 1),
+        "repetitions": args.repetitions,
+        "threads": args.threads,
+        "odc_stac_bytes_ratio": round(odc_total / ideal_total, 4),
+        "ideal_bytes": ideal_total,
+        "pipeline_bytes": pipe_total,
+        "odc_stac_bytes": odc_total,
+        "pipeline_requests": sum(r.requests("pipeline") for r in results),
+        "odc_stac_requests": sum(r.requests("odc-stac") for r in results),
+        "raw_gets_requests": sum(r.requests("raw-gets") for r in results),
+        "targets": targets,
+        "targets_met": all(ratios[k] <= t for k, t in targets.items()),
+        "per_aoi": [
+            {
+                "aoi": r.aoi.name,
+                "window_px": list(r.shape),
+                "tiles_per_band": r.ideal[0].tiles,
+                "ideal_bytes": r.ideal_bytes,
+                "pipeline_bytes": r.fetched("pipeline"),
+                "pipeline_requests": r.requests("pipeline"),
+                "odc_stac_bytes": r.fetched("odc-stac"),
+                "odc_stac_requests": r.requests("odc-stac"),
+                "raw_gets_requests": r.requests("raw-gets"),
+                "bytes_ratio": round(r.fetched("pipeline") / r.ideal_bytes, 4),
+                "pipeline_ms_median": round(r.median_ms("pipeline"), 1),
+                "odc_stac_ms_median": round(r.median_ms("odc-stac"), 1),
+                "raw_gets_ms_median": round(r.median_ms("raw-gets"), 1),
+                "time_vs_odc_stac": round(r.median_ms("pipeline") / r.median_ms("odc-stac"), 4),
+                "time_vs_raw_gets": round(r.median_ms("pipeline") / r.median_ms("raw-gets"), 4),
+            }
+            for r in results
+        ],
+        "cold": "fresh process per run",
+        "data": dataset.name,
+        "load_avg_1m_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
+    }
+    if data_desc:
+        summary["data_tile_median_bytes"] = data_desc["tile_median_bytes"]
+    conditions = {
+        "data": dataset.description,
+        "bands": ", ".join(f"{a}={p.name.removesuffix('.tif')}" for a, p in dataset.files.items()),
+        "AOIs": "; ".join(
+            f"{r.aoi.name} {r.aoi.note}: {r.shape[1]}x{r.shape[0]} px, "
+            f"{r.ideal[0].tiles} tiles per {dataset.bands[0]}-like band, "
+            f"{r.ideal[-1].tiles} per {r.ideal[-1].asset}"
+            for r in results
+        ),
+        "server": "SeaweedFS S3 (weed mini) on 127.0.0.1, plain HTTP, path-style",
+        "threads": (
+            f"{args.threads} for all (pipeline read_windows max_workers={args.threads}, "
+            f"odc-stac pool={args.threads}, raw GETs {args.threads} threads)"
+        ),
+        "repetitions": args.repetitions,
+        "cold": (
+            "every run in a fresh process, forked from a server that only imported the "
+            "libraries (no GDAL I/O, heap gc-frozen): empty GDAL block/VSI/curl caches, "
+            "new connections, first GDAL/PROJ use in the run; the readers rotate; "
+            "1 discarded warm-up each"
+        ),
+        "timed section": (
+            "pipeline: ObjectStoreResource + gdal_options() + gdal_session() + "
+            "read_windows(); odc-stac: configure_rio() + load() (pystac.Item built before); "
+            "raw GETs: the header range then the tile ranges of "
+            "each object, boto3 get_object + read (a GDAL COG stores a 4-byte leader and trailer "
+            "around each tile, so no two tiles are adjacent: one GET per tile), on one client "
+            "built before the clock "
+            f"(median {statistics.median(raw_setup_ms):.0f} ms to build, not counted)"
+        ),
+        "odc-stac grid": (
+            f"crs=EPSG:{dataset.epsg}, resolution={res:g}, anchor=the files' pixel grid, "
+            "geopolygon=the AOI box densified as the pipeline does (0.001 deg); "
+            "SCL upsampled to the finer grid by odc-stac (nearest), same SCL tiles read"
+        ),
+        "same work": (
+            "checked: equal shapes and values (finer bands), SCL = upsampled window; "
+            "raw GETs fetched exactly the ideal bytes"
+        ),
+        "ideal bytes": (
+            "per band: header (min TileOffsets over all IFDs incl. overviews) + "
+            "TileByteCounts of the full-res tiles the window intersects"
+        ),
+        "bytes": "response body bytes from the server, counted by a TCP proxy (bytes pass)",
+        "pipeline GDAL": _fmt_options(gdal_options.get("pipeline", {})),
+        "odc-stac GDAL": _fmt_options(gdal_options.get("odc-stac", {}))
+        + " (configure_rio cloud_defaults=True, AWSSession endpoint)",
+        "machine": (
+            f"nproc={os.cpu_count()}, {platform.machine()}, Python {platform.python_version()}, "
+            f"GDAL {rasterio.__gdal_version__}, rasterio {rasterio.__version__}, "
+            f"odc-stac {odc.stac.__version__}, boto3 {boto3.__version__}"
+        ),
+        "load average (1 min)": f"{load_before[0]:.2f} before, {load_after[0]:.2f} after",
+        "benchmark wall time": f"{time.monotonic() - t_start:.0f} s",
+    }
+    print_report(results, conditions, summary)
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -314,6 +524,16 @@ def main(argv: list[str] | None = None) -> int:
         default=publish_bench.REPETITIONS,
         help="repetitions of the pgstac publication benchmark (0 skips that part)",
     )
+    parser.add_argument(
+        "--data",
+        choices=("realistic", "decimated"),
+        default="realistic",
+        help="window reads on the full-size realistic scene (default) or the decimated "
+        "shared files",
+    )
+    parser.add_argument(
+        "--window-reads-only", action="store_true", help="only the window-read benchmark"
+    )
     args = parser.parse_args(argv)
     if args.repetitions < 1 or args.transform_repetitions < 1:
         parser.error("--repetitions and --transform-repetitions must be >= 1")
@@ -326,112 +546,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"shared data not found under {data.SHARED_DATA}", file=sys.stderr)
         return 2
 
-    t_start = time.monotonic()
-    aois = data.aois()
-    ideals = {a.name: data.ideal_windows(a.geometry()) for a in aois}
-    item = data.item_dict()
-    x0, y0, res, _ = data.file_grid()
-    anchor = ((x0 / res) % 1.0, (y0 / res) % 1.0)  # the files' pixel grid, in pixels
-
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["benchmarks._preload"])
-
-    try:
-        results, gdal_options = measure(
-            ctx, [(a, ideals[a.name]) for a in aois], item, anchor, res, args
-        )
-    finally:
-        stop_fork_server()
-
-    import odc.stac
-    import rasterio
-
-    ideal_total = sum(r.ideal_bytes for r in results)
-    pipe_total = sum(r.fetched("pipeline") for r in results)
-    odc_total = sum(r.fetched("odc-stac") for r in results)
-    pipe_ms = sum(r.median_ms("pipeline") for r in results)
-    odc_ms = sum(r.median_ms("odc-stac") for r in results)
-    summary: dict[str, Any] = {
-        "bytes_ratio": round(pipe_total / ideal_total, 4),
-        "time_vs_odc_stac": round(pipe_ms / odc_ms, 4),
-        "pipeline_ms_median": round(pipe_ms, 1),
-        "odc_stac_ms_median": round(odc_ms, 1),
-        "repetitions": args.repetitions,
-        "threads": args.threads,
-        "odc_stac_bytes_ratio": round(odc_total / ideal_total, 4),
-        "ideal_bytes": ideal_total,
-        "pipeline_bytes": pipe_total,
-        "odc_stac_bytes": odc_total,
-        "pipeline_requests": sum(r.requests("pipeline") for r in results),
-        "odc_stac_requests": sum(r.requests("odc-stac") for r in results),
-        "targets": {"bytes_ratio": TARGET_BYTES_RATIO, "time_vs_odc_stac": TARGET_TIME_RATIO},
-        "targets_met": pipe_total / ideal_total <= TARGET_BYTES_RATIO
-        and pipe_ms / odc_ms <= TARGET_TIME_RATIO,
-        "per_aoi": [
-            {
-                "aoi": r.aoi.name,
-                "window_px": list(r.shape),
-                "ideal_bytes": r.ideal_bytes,
-                "pipeline_bytes": r.fetched("pipeline"),
-                "pipeline_requests": r.requests("pipeline"),
-                "odc_stac_bytes": r.fetched("odc-stac"),
-                "odc_stac_requests": r.requests("odc-stac"),
-                "bytes_ratio": round(r.fetched("pipeline") / r.ideal_bytes, 4),
-                "pipeline_ms_median": round(r.median_ms("pipeline"), 1),
-                "odc_stac_ms_median": round(r.median_ms("odc-stac"), 1),
-                "time_vs_odc_stac": round(r.median_ms("pipeline") / r.median_ms("odc-stac"), 4),
-            }
-            for r in results
-        ],
-        "cold": "fresh process per run",
-        "data": "real S2 L2A COGs decimated 10x (100 m, 512-px tiles)",
-    }
-    conditions = {
-        "data": (
-            f"{data.SCENE}: REAL Sentinel-2 L2A pixels, but decimated 10x per axis "
-            "(10 m bands 1098x1098 at 100 m, SCL 549x549 at 200 m; DEFLATE, 512-px tiles "
-            "= 51.2 km per tile, overviews)"
-        ),
-        "bands": ", ".join(f"{a}={n.removesuffix('.tif')}" for a, n in data.BANDS.items()),
-        "AOIs": "lon/lat boxes of 5/20 km (centre of one tile) and 60/100 km (scene centre)",
-        "server": "SeaweedFS S3 (weed mini) on 127.0.0.1, plain HTTP, path-style",
-        "threads": (
-            f"{args.threads} for both (pipeline read_windows max_workers={args.threads}, "
-            f"odc-stac pool={args.threads})"
-        ),
-        "repetitions": args.repetitions,
-        "cold": (
-            "every run in a fresh process, forked from a server that only imported the "
-            "libraries (no GDAL I/O, heap gc-frozen): empty GDAL block/VSI/curl caches, "
-            "new connections, first GDAL/PROJ use in the run; the readers alternate; "
-            "1 discarded warm-up each"
-        ),
-        "timed section": (
-            "pipeline: ObjectStoreResource + gdal_options() + gdal_session() + "
-            "read_windows(); odc-stac: configure_rio() + load() (pystac.Item built before)"
-        ),
-        "odc-stac grid": (
-            f"crs=EPSG:{data.EPSG}, resolution={res:g}, anchor=the files' pixel grid, "
-            "geopolygon=the AOI box densified as the pipeline does (0.001 deg); "
-            "SCL (200 m) upsampled to 100 m by odc-stac (nearest), same SCL tiles read"
-        ),
-        "same work": "checked: equal shapes and values (100 m bands), SCL = upsampled window",
-        "ideal bytes": (
-            "per band: header (min BLOCK_OFFSET over all IFDs incl. overviews) + "
-            "BLOCK_SIZE of the full-res tiles the window intersects"
-        ),
-        "bytes": "response body bytes from the server, counted by a TCP proxy (bytes pass)",
-        "pipeline GDAL": _fmt_options(gdal_options.get("pipeline", {})),
-        "odc-stac GDAL": _fmt_options(gdal_options.get("odc-stac", {}))
-        + " (configure_rio cloud_defaults=True, AWSSession endpoint)",
-        "machine": (
-            f"nproc={os.cpu_count()}, {platform.machine()}, Python {platform.python_version()}, "
-            f"GDAL {rasterio.__gdal_version__}, rasterio {rasterio.__version__}, "
-            f"odc-stac {odc.stac.__version__}"
-        ),
-        "benchmark wall time": f"{time.monotonic() - t_start:.0f} s",
-    }
-    print_report(results, conditions, summary)
+    summary = window_reads(args)
+    if args.window_reads_only:
+        print(json.dumps(summary, separators=(",", ":")))
+        return 0
     # transform_mpix_per_s, transform_vs_memory_bound, transform_peak_rss_mb
     summary.update(transform_bench.run(args.transform_repetitions))
     if args.overhead_days:
