@@ -24,7 +24,10 @@ ideal bytes, against a real S3 server.
    bytes the UI's partition pages transfer.
 8. Publication cost (``benchmarks/publish_cost.py``, in its own process):
    ``publish_partition`` with 0, 1 000 and 10 000 other items in the pgstac collection.
-9. Print the tables and, as the last line, one JSON object.
+9. Product encoding (``benchmarks/encoding.py --only candidates``, in its own process):
+   today's storage of the six product layers against the recommended one (the whole
+   grid of options: ``python -m benchmarks.encoding``).
+10. Print the tables and, as the last line, one JSON object.
 """
 
 from __future__ import annotations
@@ -534,6 +537,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--window-reads-only", action="store_true", help="only the window-read benchmark"
     )
+    parser.add_argument(
+        "--no-encoding", action="store_true", help="skip the product encoding benchmark"
+    )
     args = parser.parse_args(argv)
     if args.repetitions < 1 or args.transform_repetitions < 1:
         parser.error("--repetitions and --transform-repetitions must be >= 1")
@@ -566,8 +572,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.publish_repetitions:
         # publish_partition_s, publish_vs_transform, publish_refresh_*_s, ... per size
         summary.update(publish_bench.run_in_subprocess(args.publish_repetitions))
+    if not args.no_encoding:
+        # encode_mb_per_s (the recommended storage), encode_current_*, encode_default_*, ...
+        summary.update(encoding_in_subprocess())
     print(json.dumps(summary, separators=(",", ":")))
     return 0
+
+
+def encoding_in_subprocess() -> dict[str, Any]:
+    """``benchmarks.encoding`` on today's and the recommended storage, in a fresh
+    interpreter (as the other benchmarks that import the pipeline); its report passes
+    through, its JSON line is returned."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "benchmarks.encoding", "--only", "candidates", "--no-wait"]
+    proc = subprocess.run(cmd, cwd=data.REPO, stdout=subprocess.PIPE, text=True, check=True)
+    lines = proc.stdout.rstrip("\n").splitlines()
+    print("\n".join(lines[:-1]))
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
 
 
 def _fmt_options(options: dict[str, str]) -> str:
