@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
+import rasterio
+import rasterio.shutil
 from affine import Affine
 from pyproj import Transformer
 from rasterio.io import MemoryFile
@@ -16,7 +20,7 @@ from geospatial_pipeline.raster.cog import (
     validate_cog_bytes,
 )
 from geospatial_pipeline.raster.window import PixelWindow, aoi_window, project_geometry
-from tests.geotiff import write_geotiff
+from tests.geotiff import geotiff_profile, write_geotiff
 
 # The real 32TMT tile grid (10 m, EPSG:32632, from the recorded item's proj:transform).
 TMT = Affine(10, 0, 399960, 0, -10, 5300040)
@@ -110,3 +114,68 @@ def test_encode_cog_dtypes(dtype: str) -> None:
     )
     check = validate_cog_bytes(encode_cog(data, categorical=dtype == "uint8"))
     assert check.valid, check.errors
+
+
+def test_a_window_larger_than_the_raw_block_cache_is_fetched_in_as_few_requests(
+    s3_server: Any,
+) -> None:
+    """GDAL fetches a window's tiles with merged multi-range requests only while their
+    compressed size fits GDAL_MAX_RAW_BLOCK_CACHE_SIZE, else tile run by tile run: the
+    reader sizes it from the window, so a window beyond the configured limit (10 MiB here;
+    64 MiB by default, which a 60 km AOI of real 10 m tiles exceeds) costs no more
+    requests than with an unlimited cache."""
+    from benchmarks.proxy import ByteCountingProxy
+    from geospatial_pipeline.raster.cog import gdal_env
+    from geospatial_pipeline.raster.gdal_env import MIB
+    from geospatial_pipeline.resources.storage import ObjectStoreResource
+
+    # Noise does not compress: 3072 x 5120 uint16 in 512-px tiles is 31 MB of tiles.
+    noise = np.random.default_rng(7).integers(0, 10_000, (3072, 5120), dtype=np.uint16)
+    origin = (399960.0, 5300040.0)
+    bucket, key = "raw-block-cache", "noise.tif"
+    s3_server.create_bucket(bucket)
+    # Laid out as a COG, as the sources are: GDAL's multi-range tile fetch applies.
+    profile = geotiff_profile(
+        noise, crs="EPSG:32632", transform=Affine(10, 0, origin[0], 0, -10, origin[1])
+    )
+    with MemoryFile() as mem:
+        with mem.open(**profile) as dst:
+            dst.write(noise, 1)
+        with rasterio.open(mem.name) as src, MemoryFile() as cog:
+            rasterio.shutil.copy(
+                src, cog.name, driver="COG", BLOCKSIZE=512, COMPRESS="DEFLATE", PREDICTOR=2
+            )
+            body = cog.read()
+    s3_server.boto3_client().put_object(Bucket=bucket, Key=key, Body=body)
+    to_ll = Transformer.from_crs(32632, 4326, always_xy=True)
+    # Columns 1000-3999, all rows (pixel centres well inside the AOI's edges): 21 MB of
+    # tiles, over the 10 MiB configured below. Without the reader's sizing GDAL gives up its
+    # multi-range fetch past that limit: 13 requests here instead of 7.
+    aoi = box(
+        *to_ll.transform(origin[0] + 10005, origin[1] - 30715),
+        *to_ll.transform(origin[0] + 39995, origin[1] - 5),
+    )
+
+    host, port = s3_server.endpoint_url.split("://")[1].split(":")
+    with ByteCountingProxy((host, int(port)), max_lifetime_s=120) as proxy:
+        store = ObjectStoreResource(
+            url=f"s3://{bucket}",
+            endpoint_url=proxy.endpoint_url,
+            access_key_id=s3_server.access_key,
+            secret_access_key=s3_server.secret_key,
+        )
+
+        def requests_for(cache_bytes: int) -> tuple[int, np.ndarray]:
+            proxy.reset()
+            options = {**store.gdal_options(), "GDAL_MAX_RAW_BLOCK_CACHE_SIZE": str(cache_bytes)}
+            with gdal_env(options, store.gdal_session()):
+                data = read_aoi_window(f"/vsis3/{bucket}/{key}", aoi)
+            proxy.wait_idle()
+            assert data is not None
+            return sum(s.requests for s in proxy.snapshot().values()), data.array
+
+        limited, array = requests_for(10 * MIB)
+        unlimited, _ = requests_for(1024 * MIB)
+    # Columns 1000-3999 of every row: 6 of the 10 tiles per row, not adjacent across rows.
+    assert np.array_equal(array[0], noise[:, 1000:4000])
+    assert limited == unlimited, (limited, unlimited)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 import numpy as np
 import rasterio
 from affine import Affine
-from rasterio.errors import RasterioError
+from rasterio.errors import EnvError, RasterioError
 from rasterio.io import MemoryFile
 from rasterio.session import Session
 from rasterio.windows import transform as window_transform
@@ -24,6 +24,7 @@ from geospatial_pipeline.errors import RasterError
 from geospatial_pipeline.raster.window import PixelWindow, aoi_window
 
 COG_BLOCKSIZE = 512
+DEFAULT_RAW_BLOCK_CACHE = 10 * 1024 * 1024  # GDAL's own GDAL_MAX_RAW_BLOCK_CACHE_SIZE
 
 FaultKind = Literal["not_found", "not_raster", "corrupt"]
 
@@ -176,7 +177,8 @@ def _read_aoi_window(path: str, aoi: BaseGeometry) -> WindowData | None:
         win = aoi_window(aoi, src.crs, src.transform, src.width, src.height)
         if win is None:
             return None
-        array = src.read(window=win.as_rasterio())
+        with rasterio.Env(GDAL_MAX_RAW_BLOCK_CACHE_SIZE=str(raw_block_cache_bytes(src, win))):
+            array = src.read(window=win.as_rasterio())
         return WindowData(
             array=array,
             crs_wkt=src.crs.to_wkt(),
@@ -186,6 +188,30 @@ def _read_aoi_window(path: str, aoi: BaseGeometry) -> WindowData | None:
             window=win,
             source_size=(src.height, src.width),
         )
+
+
+def raw_block_cache_bytes(src: Any, win: PixelWindow) -> int:
+    """Room for every tile of ``win`` in GDAL's raw block cache, never less than what the
+    environment allows already.
+
+    GDAL fetches a window's tiles with merged multi-range requests only while their
+    compressed size fits this cache, else tile run by tile run: a fixed limit costs large
+    windows extra requests and bytes (a 60 km AOI of 10 m band tiles holds 73 MB: 13
+    requests instead of 8 for its nir band, benchmarks/README.md). The tiles' uncompressed
+    size bounds their compressed one (DEFLATE adds under 0.1 % to incompressible data, the
+    10 % margin covers it), and the cache holds only what a batch fetched, so a small
+    window costs nothing more.
+    """
+    rows, cols = src.block_shapes[0]
+    tiles_x = (win.col_off + win.width - 1) // cols - win.col_off // cols + 1
+    tiles_y = (win.row_off + win.height - 1) // rows - win.row_off // rows + 1
+    pixel_bytes = sum(np.dtype(d).itemsize for d in src.dtypes)
+    needed = int(tiles_x * tiles_y * rows * cols * pixel_bytes * 1.1)
+    try:
+        configured = int(rasterio.env.getenv().get("GDAL_MAX_RAW_BLOCK_CACHE_SIZE") or 0)
+    except EnvError:  # no environment entered: GDAL's default applies
+        configured = 0
+    return max(needed, configured, DEFAULT_RAW_BLOCK_CACHE)
 
 
 def encode_cog(data: WindowData, *, categorical: bool = False) -> bytes:

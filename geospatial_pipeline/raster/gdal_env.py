@@ -2,8 +2,9 @@
 
 Each was measured to matter: without EMPTY_DIR every open adds a LIST request; merged
 ranges fold neighbouring tiles into one GET; VSI_CACHE is off (with it on, the default
-ingest size at open costs a second request); and GDAL batches tile fetches only up to the
-raw block cache, so large windows split into extra requests below the window's size.
+ingest size at open costs a second request); and GDAL merges a window's tile fetches only
+while they fit the raw block cache (a floor here; the reader raises it per window,
+raster/cog.py raw_block_cache_bytes).
 """
 
 from __future__ import annotations
