@@ -273,3 +273,19 @@ def realistic(manifest: dict[str, Any]) -> Dataset:
         epsg=epsg,
         aois=scene_aois,
     )
+
+
+def run_json_module(module: str, *args: str) -> dict[str, Any]:
+    """``python -m module args`` in a fresh interpreter, from the repository (benchmarks
+    that import the package need their own code location configuration): its report is
+    printed here, its last line (one JSON object) returned."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", module, *args]
+    done = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    lines = done.stdout.rstrip("\n").splitlines()
+    print("\n".join(lines[:-1]), flush=True)
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"{' '.join(cmd)} failed (exit {done.returncode})")
+    return dict(json.loads(lines[-1]))

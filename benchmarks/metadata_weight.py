@@ -629,16 +629,10 @@ def run(browser: bool = True, use_pgstac: bool = True) -> dict[str, Any]:
 
 def run_in_subprocess(browser: bool = True) -> dict[str, Any]:
     """:func:`run` in a fresh interpreter (the code location's configuration must be set
-    before the package is imported); its report passes through, its JSON line is
-    returned."""
-    cmd = [sys.executable, "-m", "benchmarks.metadata_weight"]
-    if not browser:
-        cmd.append("--no-browser")
-    proc = subprocess.run(cmd, cwd=data.REPO, stdout=subprocess.PIPE, text=True, check=True)
-    lines = proc.stdout.rstrip("\n").splitlines()
-    print("\n".join(lines[:-1]))
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
+    before the package is imported)."""
+    return data.run_json_module(
+        "benchmarks.metadata_weight", *([] if browser else ["--no-browser"])
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

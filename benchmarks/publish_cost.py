@@ -41,7 +41,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -406,14 +405,8 @@ def print_report(
 
 def run_in_subprocess(repetitions: int = REPETITIONS) -> dict[str, Any]:
     """:func:`run` in a fresh interpreter (the code location's configuration must be set
-    before the package is imported); its report passes through, its JSON line is
-    returned."""
-    cmd = [sys.executable, "-m", "benchmarks.publish_cost", "--repetitions", str(repetitions)]
-    proc = subprocess.run(cmd, cwd=data.REPO, stdout=subprocess.PIPE, text=True, check=True)
-    lines = proc.stdout.rstrip("\n").splitlines()
-    print("\n".join(lines[:-1]))
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
+    before the package is imported)."""
+    return data.run_json_module("benchmarks.publish_cost", "--repetitions", str(repetitions))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,7 +40,6 @@ import platform
 import pstats
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,6 +50,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from benchmarks import data
 
 AOIS = 500
 DAYS = 30
@@ -366,17 +367,11 @@ def run_in_subprocess(
     aois: int = AOIS, days: int = DAYS, repetitions: int = REPETITIONS
 ) -> dict[str, Any]:
     """``run`` in a new interpreter (the caller may have imported the package with another
-    code location configuration): its report is printed here, its JSON line returned."""
-    cmd = [sys.executable, "-m", "benchmarks.request_sensor", "--aois", str(aois)]
-    cmd += ["--days", str(days), "--repetitions", str(repetitions)]
-    done = subprocess.run(
-        cmd, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True
+    code location configuration)."""
+    return data.run_json_module(
+        "benchmarks.request_sensor",
+        *("--aois", str(aois), "--days", str(days), "--repetitions", str(repetitions)),
     )
-    lines = done.stdout.rstrip("\n").splitlines()
-    print("\n".join(lines[:-1]), flush=True)
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"{' '.join(cmd)} failed (exit {done.returncode})")
-    return dict(json.loads(lines[-1]))
 
 
 def main(argv: list[str] | None = None) -> int:

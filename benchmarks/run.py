@@ -581,16 +581,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def encoding_in_subprocess() -> dict[str, Any]:
     """``benchmarks.encoding`` on today's and the recommended storage, in a fresh
-    interpreter (as the other benchmarks that import the pipeline); its report passes
-    through, its JSON line is returned."""
-    import subprocess
-
-    cmd = [sys.executable, "-m", "benchmarks.encoding", "--only", "candidates", "--no-wait"]
-    proc = subprocess.run(cmd, cwd=data.REPO, stdout=subprocess.PIPE, text=True, check=True)
-    lines = proc.stdout.rstrip("\n").splitlines()
-    print("\n".join(lines[:-1]))
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
+    interpreter, as the other benchmarks that import the pipeline."""
+    return data.run_json_module("benchmarks.encoding", "--only", "candidates", "--no-wait")
 
 
 def _fmt_options(options: dict[str, str]) -> str:
