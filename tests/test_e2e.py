@@ -65,6 +65,16 @@ def stac_api(rkh_item: dict[str, Any], real_collection: dict[str, Any]) -> Itera
         yield server.url
 
 
+# The transform on the source files' own 100 m grid (pixel edges at x=199980, y=2800020)
+# with nearest resampling: every product value can be checked against the source COGs.
+SOURCE_GRID = {
+    "resolution": 100,
+    "crs": "EPSG:32629",
+    "grid_anchor": [80, 20],
+    "resampling": "nearest",
+}
+
+
 def pipeline_config(
     stac_url: str, s3: Any, bucket: str, warehouse: dict[str, Any], **extra: Any
 ) -> Any:

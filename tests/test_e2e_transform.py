@@ -29,6 +29,7 @@ from tests.test_e2e import (
     AOIS,
     DAY,
     ITEM,
+    SOURCE_GRID,
     list_objects,
     mat_meta,
     materialize_day,
@@ -71,12 +72,7 @@ def pipeline_run(
         s3_server,
         bucket,
         {"kind": "duckdb", "path": str(db)},
-        transform={
-            "resolution": 100,
-            "crs": "EPSG:32629",
-            "grid_anchor": [80, 20],  # the source files' pixel edges (x=199980, y=2800020)
-            "resampling": "nearest",
-        },
+        transform=SOURCE_GRID,
     )
     with s3_env(s3_server):
         first = run_partition(config, ALL_CHECKS)

@@ -43,7 +43,17 @@ from tests import conftest
 from tests.conftest import REPO, S2_COGS, SOURCE_BUCKET, SOURCE_PREFIX, require_shared_data
 from tests.fault_proxy import FAULT_KINDS, FaultProxy
 from tests.partitioning import PARTITIONS
-from tests.test_e2e import AOIS, BANDS, DAY, FILES, ITEM, mat_meta, materialize_day, s3_env
+from tests.test_e2e import (
+    AOIS,
+    BANDS,
+    DAY,
+    FILES,
+    ITEM,
+    SOURCE_GRID,
+    mat_meta,
+    materialize_day,
+    s3_env,
+)
 
 SEED = 20200219
 STAC_TIMEOUT_S = 1.0
@@ -51,12 +61,6 @@ STAC_TIMEOUT_S = 1.0
 STAC_RETRIES = 10
 CLOUDY_PASSES = 8
 MAX_CLOUD = 50.0
-TRANSFORM = {
-    "resolution": 100,
-    "crs": "EPSG:32629",
-    "grid_anchor": [80, 20],
-    "resampling": "nearest",
-}
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -91,7 +95,7 @@ def config_for(stac_url: str, s3: Any, bucket: str, db: Path, *, transform: bool
             "partitions": PARTITIONS,
             "storage": {"url": f"s3://{bucket}/pipeline", "endpoint_url": s3.endpoint_url},
             "warehouse": {"kind": "duckdb", "path": str(db)},
-            "transform": TRANSFORM if transform else {"enabled": False},
+            "transform": SOURCE_GRID if transform else {"enabled": False},
         }
     )
 

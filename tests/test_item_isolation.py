@@ -32,6 +32,7 @@ from tests.test_e2e import (
     BANDS,
     DAY,
     ITEM,
+    SOURCE_GRID,
     list_objects,
     materialize_day,
     pipeline_config,
@@ -103,12 +104,7 @@ def test_bad_items_are_quarantined_and_the_rest_of_the_day_lands(
     s3_server.create_bucket(bucket)
     db = tmp_path / "w.duckdb"
     warehouse = {"kind": "duckdb", "path": str(db)}
-    transform = {
-        "resolution": 100,
-        "crs": "EPSG:32629",
-        "grid_anchor": [80, 20],
-        "resampling": "nearest",
-    }
+    transform = SOURCE_GRID
     # The day's items were searched when nir was not configured yet; nir was added since,
     # so the persisted items include one that lacks it.
     config = pipeline_config(stac_api, s3_server, bucket, warehouse, transform=transform)

@@ -37,7 +37,7 @@ from geospatial_pipeline.stac.render import RENDERS
 from geospatial_pipeline.storage.object_store import LocalObjectStore
 from tests.conftest import in_ci
 from tests.partitioning import PARTITIONS, materialize_partition
-from tests.test_e2e import AOIS, BANDS, DAY, ITEM, s3_env
+from tests.test_e2e import AOIS, BANDS, DAY, ITEM, SOURCE_GRID, s3_env
 
 ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 DAY2 = "2020-02-24"
@@ -248,12 +248,7 @@ def published(
                 # COGs in the SeaweedFS bucket.
                 "storage": {"url": str(root), "endpoint_url": s3_server.endpoint_url},
                 "warehouse": {"kind": "duckdb", "path": str(root / "w.duckdb")},
-                "transform": {
-                    "resolution": 100,
-                    "crs": "EPSG:32629",
-                    "grid_anchor": [80, 20],
-                    "resampling": "nearest",
-                },
+                "transform": SOURCE_GRID,
                 "publish": {"pgstac": database, "stac_api_url": stac_api},
             }
         )

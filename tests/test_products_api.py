@@ -29,7 +29,7 @@ from geospatial_pipeline.resources import build_resources
 from geospatial_pipeline.stac.products import ROOT_CATALOG_ID
 from geospatial_pipeline.storage.object_store import LocalObjectStore
 from tests.partitioning import PARTITIONS, materialize_partition
-from tests.test_e2e import AOIS, BANDS, DAY, ITEM, s3_env
+from tests.test_e2e import AOIS, BANDS, DAY, ITEM, SOURCE_GRID, s3_env
 
 COLLECTION = "sentinel-2-l2a"
 PRODUCTS = f"{ROOT_CATALOG_ID}-{COLLECTION}"
@@ -83,12 +83,7 @@ def catalog_env(
                 "partitions": PARTITIONS,
                 "storage": {"url": str(root / "objects"), "endpoint_url": s3_server.endpoint_url},
                 "warehouse": {"kind": "duckdb", "path": str(root / "w.duckdb")},
-                "transform": {
-                    "resolution": 100,
-                    "crs": "EPSG:32629",
-                    "grid_anchor": [80, 20],  # the source files' pixel edges
-                    "resampling": "nearest",
-                },
+                "transform": SOURCE_GRID,
             }
         )
         yield {"config": config, "store": LocalObjectStore(root / "objects")}

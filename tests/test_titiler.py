@@ -35,7 +35,7 @@ from geospatial_pipeline.stac import render
 from geospatial_pipeline.stac.publish import layer_key, publish_item, scene_products_of
 from geospatial_pipeline.storage.object_store import LocalObjectStore, S3ObjectStore
 from tests.partitioning import PARTITIONS, materialize_partition
-from tests.test_e2e import AOIS, BANDS, DAY, ITEM, s3_env
+from tests.test_e2e import AOIS, BANDS, DAY, ITEM, SOURCE_GRID, s3_env
 
 SCENE_ASSETS = ["red", "green", "blue", "nir", "ndvi", "ndwi", "thumbnail", "overview"]
 TITILER = "http://127.0.0.1:8123"
@@ -182,12 +182,7 @@ def publish_scene_products(
                 "partitions": PARTITIONS,
                 "storage": {"url": str(root / "objects"), "endpoint_url": s3_server.endpoint_url},
                 "warehouse": {"kind": "duckdb", "path": str(root / "w.duckdb")},
-                "transform": {
-                    "resolution": 100,
-                    "crs": "EPSG:32629",
-                    "grid_anchor": [80, 20],  # the source files' pixel edges
-                    "resampling": "nearest",
-                },
+                "transform": SOURCE_GRID,
                 "maps": {"titiler_url": titiler_url},
             }
         )
