@@ -784,11 +784,15 @@ def serve(
     item_ids: list[str] | None = None,
     cache: Path = CACHE_DIR,
     stac: bool = True,
+    stac_items: list[dict[str, Any]] | None = None,
 ) -> Iterator[Served]:
     """SeaweedFS with the scenes' COGs (and item JSONs) under Earth-Search-like keys, and a
     rustac STAC API with their items (hrefs ``s3://sentinel-cogs/...``), both on 127.0.0.1;
     stopped on exit. ``item_ids`` limits the upload to some scenes (all by default);
-    ``stac=False`` leaves the STAC API out (``Served.stac`` is None)."""
+    ``stac=False`` leaves the STAC API out (``Served.stac`` is None). ``stac_items``: the
+    items the STAC API serves instead of the generated ones (more days, more scenes): each
+    asset href must be one of the uploaded files, so the items reuse the generated pixels
+    under new ids and dates."""
     from geospatial_pipeline.local.seaweed import SeaweedS3Server
     from geospatial_pipeline.local.stac_server import RustacStacServer
 
@@ -819,8 +823,21 @@ def serve(
         if not stac:
             yield Served(s3, None, items, BUCKET)
             return
-        with RustacStacServer(copy.deepcopy(items), [collection]) as api:
-            yield Served(s3, api, items, BUCKET)
+        served = items if stac_items is None else _reusing(stac_items, items)
+        with RustacStacServer(copy.deepcopy(served), [collection]) as api:
+            yield Served(s3, api, served, BUCKET)
+
+
+def _reusing(
+    stac_items: list[dict[str, Any]], uploaded: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``stac_items``, checked to point only at files of the ``uploaded`` items."""
+    keys = {object_key(it, asset) for it in uploaded for asset in ASSETS}
+    for item in stac_items:
+        missing = [a for a in ASSETS if object_key(item, a) not in keys]
+        if missing:
+            raise ValueError(f"item {item['id']}: assets {missing} point at files not uploaded")
+    return stac_items
 
 
 # --------------------------------------------------------------------------- report
