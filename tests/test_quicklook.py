@@ -19,10 +19,12 @@ import numpy as np
 import pytest
 from affine import Affine
 from PIL import Image
+from rasterio.io import MemoryFile
 
 from geospatial_pipeline.errors import PipelineError, RasterError
 from geospatial_pipeline.raster import quicklook
 from geospatial_pipeline.raster.chart import CHART_SIZE_PX, ndvi_history_png
+from geospatial_pipeline.raster.encoding import read_physical
 from geospatial_pipeline.raster.grid import Grid
 from geospatial_pipeline.raster.scene import encode_layer
 from tests.geotiff import write_geotiff
@@ -72,7 +74,10 @@ def test_true_colour_png_pixels_and_transparency() -> None:
     assert (alpha[0, :7] == 0).all() and alpha[10, 10] == 0
     assert (alpha == 255).sum() == 40 * 60 - 8
     for i, band in enumerate((red, green, blue)):
-        masked = np.where(alpha == 255, band, np.nan)
+        # The stretch of the values as stored (int16 scaled), which it reads back.
+        with MemoryFile(cog(band)) as mem, mem.open() as src:
+            stored = read_physical(src)
+        masked = np.where(alpha == 255, stored, np.nan)
         np.testing.assert_array_equal(rgba[..., i], quicklook.percentile_stretch(masked))
 
 

@@ -75,6 +75,8 @@ def test_links_carry_the_render_as_titiler_parameters() -> None:
     assert q["url"] == [item_url]
     assert q["assets"] == ["red", "green", "blue"]
     assert q["rescale"] == ["0.0,0.3"] * 3
+    # The layers are scaled integers: TiTiler must apply the scale before the rescale.
+    assert q["unscale"] == ["true"]
     assert q["resampling"] == ["nearest"]
     tilejson = render.tilejson_url(TITILER, item_url, render.RENDERS["ndvi"])
     assert tilejson.startswith(f"{TITILER}/stac/WebMercatorQuad/tilejson.json?")
@@ -82,6 +84,7 @@ def test_links_carry_the_render_as_titiler_parameters() -> None:
     assert q["assets"] == ["ndvi"]
     assert q["colormap_name"] == ["rdylgn"]
     assert q["rescale"] == ["-1.0,1.0"]
+    assert q["unscale"] == ["true"]
     viewer = render.viewer_url(TITILER, item_url, render.RENDERS["ndvi"])
     assert urlsplit(viewer).path == "/stac/WebMercatorQuad/map.html"
     with pytest.raises(ValueError, match="titiler_url"):
@@ -247,29 +250,38 @@ def assert_tile_equals_cog(
     http: requests.Session, titiler_url: str, cog_url: str, cog: str | bytes
 ) -> None:
     """The single-band tile covering the AOI, served by the TiTiler at ``titiler_url``
-    from ``cog_url`` (nearest, its default), against the COG (``cog``: a path, or its
-    bytes as read from the store) reprojected onto the same tile by rasterio (nearest):
-    equal values wherever both are valid and nearest neighbour is well defined; on a
-    source pixel's edge, one of the pixels that meet there."""
+    from ``cog_url`` (nearest, its default) with ``unscale=true``, against the COG
+    (``cog``: a path, or its bytes as read from the store) reprojected onto the same tile
+    by rasterio (nearest): the physical values (stored integer x scale + offset) wherever
+    both are valid and nearest neighbour is well defined; on a source pixel's edge, one
+    of the pixels that meet there. Without ``unscale`` the tile holds the stored
+    integers."""
     tms = morecantile.tms.get("WebMercatorQuad")
     tile = _tile_over(tuple(AOIS[0]["bbox"]))  # type: ignore[index]
-    response = http.get(
-        f"{titiler_url}/cog/tiles/WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}.npy",
-        params={"url": cog_url},
-        timeout=60,
-    )
-    assert response.status_code == 200, response.text[:500]
-    served = np.load(io.BytesIO(response.content))
-    # One data band, then TiTiler's mask (255 valid, 0 nodata) as the last band.
-    assert served.shape == (2, 256, 256)
-    data, mask = served[0], served[1] > 0
+
+    def served_tile(**params: str) -> tuple[np.ndarray, np.ndarray]:
+        response = http.get(
+            f"{titiler_url}/cog/tiles/WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}.npy",
+            params={"url": cog_url, **params},
+            timeout=60,
+        )
+        assert response.status_code == 200, response.text[:500]
+        served = np.load(io.BytesIO(response.content))
+        # One data band, then TiTiler's mask (255 valid, 0 nodata) as the last band.
+        assert served.shape == (2, 256, 256)
+        return served[0], served[1] > 0
+
+    data, mask = served_tile(unscale="true")
+    raw, raw_mask = served_tile()
 
     tile_transform = from_bounds(*tms.xy_bounds(tile), 256, 256)
-    expected = np.full((256, 256), np.nan, dtype="float32")
+    stored = np.full((256, 256), np.nan, dtype="float64")
     with rasterio.open(io.BytesIO(cog) if isinstance(cog, bytes) else cog) as src:
+        assert src.dtypes == ("int16",) and src.scales == (1e-4,), (src.dtypes, src.scales)
+        scale, offset = src.scales[0], src.offsets[0]
         reproject(
             source=rasterio.band(src, 1),
-            destination=expected,
+            destination=stored,
             src_nodata=src.nodata,
             dst_transform=tile_transform,
             dst_crs="EPSG:3857",
@@ -278,20 +290,27 @@ def assert_tile_equals_cog(
         )
         cog = src.read(1)
         fcol, frow = _source_position(src, tile_transform)
+    expected = (stored * scale + offset).astype(np.float32)
     both = mask & np.isfinite(expected) & np.isfinite(data)
     # The approximation bound in source pixels (an output pixel is ~0.7 source pixel here).
     step = np.hypot(fcol[128, 128] - fcol[128, 127], frow[128, 128] - frow[128, 127])
     margin = APPROXIMATION_PX * float(step) + 1e-3
     on_edge = (np.abs(fcol - np.round(fcol)) < margin) | (np.abs(frow - np.round(frow)) < margin)
-    # The AOI fills much of its tile: thousands of pixels compared exactly.
+    # The AOI fills much of its tile: thousands of pixels compared.
     assert (both & ~on_edge).sum() > 5000, (both.sum(), (both & on_edge).sum())
     clear = both & ~on_edge
-    np.testing.assert_array_equal(data[clear], expected[clear])
+    # TiTiler scales in float32, the expectation in float64 rounded to float32: at most
+    # one float32 step apart. The stored integers behind them are equal exactly.
+    np.testing.assert_array_max_ulp(data[clear].astype(np.float32), expected[clear], maxulp=1)
+    np.testing.assert_array_equal(np.rint((data[clear] - offset) / scale), stored[clear])
+    # Without unscale: the integers themselves (what the render would stretch wrongly).
+    np.testing.assert_array_equal(raw_mask, mask)
+    np.testing.assert_array_equal(raw[clear], stored[clear])
     # On an edge: the value of a source pixel within the margin of the exact position.
     rows, cols = np.nonzero(both & on_edge)
     for r, c in zip(rows, cols, strict=True):
         near = {
-            float(cog[i, j])
+            int(cog[i, j])
             for i in {
                 int(np.floor(frow[r, c] - margin)),
                 int(np.floor(frow[r, c] + margin)),
@@ -302,7 +321,7 @@ def assert_tile_equals_cog(
             }
             if 0 <= i < cog.shape[0] and 0 <= j < cog.shape[1]
         }
-        assert float(data[r, c]) in near, (r, c, data[r, c], near)
+        assert round((float(data[r, c]) - offset) / scale) in near, (r, c, data[r, c], near)
     # Valid where the COG is valid, and nowhere else (up to the same edge pixels).
     assert np.array_equal((mask == np.isfinite(expected)) | on_edge, np.ones_like(mask))
 

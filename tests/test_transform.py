@@ -37,6 +37,7 @@ from geospatial_pipeline.layout import (
     partition_catalog_key,
     product_dir,
 )
+from geospatial_pipeline.raster.encoding import quantise, read_physical, stored_range
 from geospatial_pipeline.raster.grid import Grid, aoi_grid, utm_epsg
 from geospatial_pipeline.raster.reflectance import (
     ABSENT_SHARE,
@@ -51,6 +52,7 @@ from geospatial_pipeline.raster.scene import (
     median_composite,
     scene_meta,
     transform_scene,
+    value_range,
 )
 from geospatial_pipeline.stac.products import (
     LayerObject,
@@ -572,10 +574,22 @@ def test_product_cogs_and_item_load_back_with_odc_stac(
         with rasterio.open(tmp_path / posixpath.join(directory, f"{name}.tif")) as src:
             cog = src.read(1)
             assert src.transform == grid.transform
-        assert loaded.dtype == np.float32
-        np.testing.assert_array_equal(loaded, cog, err_msg=name)  # NaN == NaN here
-        np.testing.assert_array_equal(cog, scene.layers[name], err_msg=name)
-        assert np.isnan(loaded).any() and np.isfinite(loaded).any()
+        # odc-stac 0.5.3 returns the stored integers (it does not apply raster:bands
+        # scale/offset, opendatacube/odc-stac#55): a reader applies them from the item.
+        assert loaded.dtype == np.int16
+        np.testing.assert_array_equal(loaded, cog, err_msg=name)
+        band = item.assets[name].extra_fields["raster:bands"][0]
+        physical = np.where(
+            loaded == band["nodata"], np.nan, loaded * band["scale"] + band["offset"]
+        )
+        expected = scene.layers[name]
+        np.testing.assert_array_equal(np.isnan(physical), np.isnan(expected), err_msg=name)
+        ok = ~np.isnan(expected)
+        assert ok.any() and (~ok).any()
+        # Reflectance DN x 1e-4 is stored exactly (float32 rounding left), indices
+        # within half a step.
+        tolerance = 1.2e-7 if name in ("red", "green", "blue", "nir") else 5e-5 + 1e-7
+        assert np.abs(physical[ok] - expected[ok]).max() <= tolerance, name
 
 
 def test_blocked_transform_equals_whole(tmp_path: Path) -> None:
@@ -618,10 +632,14 @@ def test_blocked_transform_equals_whole(tmp_path: Path) -> None:
         assert blocked.decision.offset_dn == whole.decision.offset_dn
         assert blocked.decision.pixel_verdict == whole.decision.pixel_verdict
         for name, expected in whole.layers.items():
+            # The same bytes as the whole-array encoding, so a re-run that switches path
+            # rewrites nothing.
+            assert blocked.cogs[name].read_bytes() == encode_layer(expected, grid), name
             with rasterio.open(blocked.cogs[name]) as ds:
                 got = ds.read(1)
                 assert ds.transform == grid.transform
-            np.testing.assert_array_equal(got, expected)
+            np.testing.assert_array_equal(got, quantise(expected))
+            assert blocked.ranges[name] == value_range(expected)
         ndvi_paths = []
         for i in range(2):
             path = tmp_path / f"ndvi{i}.tif"
@@ -631,10 +649,14 @@ def test_blocked_transform_equals_whole(tmp_path: Path) -> None:
                 else encode_layer(whole.layers["ndvi"] * 0.5, grid)
             )
             ndvi_paths.append(str(path))
-        composite, _ = median_composite_from_paths(ndvi_paths, grid, block_rows=50, workdir=work)
+        composite, span = median_composite_from_paths(ndvi_paths, grid, block_rows=50, workdir=work)
+        # The median of the physical values the two files hold, then quantised.
+        inputs = []
+        for path in ndvi_paths:
+            with rasterio.open(path) as ds:
+                inputs.append(read_physical(ds))
+        expected_median = quantise(median_composite(inputs))
         with rasterio.open(composite) as ds:
-            np.testing.assert_allclose(
-                ds.read(1),
-                median_composite([whole.layers["ndvi"], whole.layers["ndvi"] * 0.5]),
-                rtol=1e-6,
-            )
+            assert (ds.dtypes, ds.scales) == (("int16",), (1e-4,))
+            np.testing.assert_array_equal(ds.read(1), expected_median)
+        assert span == stored_range(expected_median)

@@ -112,19 +112,29 @@ def source_fault_kind(exc: BaseException, transport_warnings: list[str]) -> Faul
     return None
 
 
-def cog_options(*, predictor: int, categorical: bool = False) -> dict[str, Any]:
-    """GDAL COG creation options for every COG the pipeline writes: DEFLATE, 512 px
-    tiles, internal overviews (nearest for classes, so none is invented), one thread so
-    the output is the same bytes for the same input. ``predictor``: 2 for integers, 3
-    for floats."""
-    return {
+def cog_options(
+    *,
+    predictor: int,
+    categorical: bool = False,
+    compress: str = "DEFLATE",
+    level: int | None = None,
+) -> dict[str, Any]:
+    """GDAL COG creation options for every COG the pipeline writes: 512 px tiles,
+    internal overviews (nearest for classes, so none is invented), one thread so the
+    output is the same bytes for the same input. ``predictor``: 2 for integers, 3 for
+    floats. ``compress`` and ``level``: the codec (DEFLATE at GDAL's default level for
+    the raw band windows; the products' choice is ``raster.encoding``)."""
+    options: dict[str, Any] = {
         "driver": "COG",
-        "compress": "DEFLATE",
+        "compress": compress,
         "predictor": predictor,
         "blocksize": COG_BLOCKSIZE,
         "overview_resampling": "nearest" if categorical else "average",
         "num_threads": "1",
     }
+    if level is not None:
+        options["level"] = level
+    return options
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from rasterio.enums import Resampling
 from rasterio.io import MemoryFile
 
 from geospatial_pipeline.errors import RasterError
+from geospatial_pipeline.raster.encoding import read_physical
 
 PNG_CONTENT_TYPE = "image/png"
 LONG_SIDE = 512
@@ -41,8 +42,8 @@ def quicklook_shape(height: int, width: int, long_side: int = LONG_SIDE) -> tupl
 
 
 def read_decimated(source: bytes | str | Path, long_side: int = LONG_SIDE) -> np.ndarray:
-    """Band 1 of a raster (COG bytes or a path GDAL opens) at quicklook size, float32 with
-    NaN where it has no data."""
+    """Band 1 of a product raster (COG bytes or a path GDAL opens; either encoding) at
+    quicklook size, physical values as float32 with NaN where it has no data."""
     try:
         if isinstance(source, bytes):
             with MemoryFile(source) as mem, mem.open() as src:
@@ -56,8 +57,7 @@ def read_decimated(source: bytes | str | Path, long_side: int = LONG_SIDE) -> np
 
 def _read(src: rasterio.io.DatasetReader, long_side: int) -> np.ndarray:
     shape = quicklook_shape(src.height, src.width, long_side)
-    band = src.read(1, out_shape=shape, resampling=Resampling.average, masked=True)
-    return np.ma.filled(band.astype(np.float32), np.nan)
+    return read_physical(src, out_shape=shape, resampling=Resampling.average)
 
 
 def percentile_stretch(

@@ -21,7 +21,8 @@ from shapely.geometry.base import BaseGeometry
 
 from geospatial_pipeline.config import TransformConfig
 from geospatial_pipeline.errors import RasterError
-from geospatial_pipeline.raster.cog import COG_BLOCKSIZE, cog_options
+from geospatial_pipeline.raster import encoding
+from geospatial_pipeline.raster.cog import COG_BLOCKSIZE
 from geospatial_pipeline.raster.grid import Grid, Placed, aoi_spans, place_on_grid
 from geospatial_pipeline.raster.kernels import (
     C_BELOW,
@@ -56,7 +57,6 @@ REFLECTANCE_BANDS = ("red", "green", "blue", "nir")
 REQUIRED_BANDS = ("red", "green", "nir", "scl")
 CLOUD_SCL = (8, 9, 10)
 SHADOW_SCL = (3,)
-FLOAT_NODATA = float("nan")
 
 
 class TransformSettings(TransformConfig):
@@ -75,7 +75,9 @@ class TransformSettings(TransformConfig):
 @dataclass
 class SceneLayers:
     grid: Grid
-    layers: dict[str, np.ndarray]  # float32 reflectance bands + ndvi + ndwi, NaN nodata
+    # float32 reflectance bands + ndvi + ndwi, NaN nodata (physical values; quantised
+    # only when encoded, raster.encoding)
+    layers: dict[str, np.ndarray]
     valid: np.ndarray
     decision: OffsetDecision
     stats: dict[str, Any] = field(default_factory=dict)
@@ -330,8 +332,9 @@ _NO_RANGE: Range = (None, None)
 
 
 def value_range(array: np.ndarray) -> Range:
-    finite = array[np.isfinite(array)]
-    return (float(finite.min()), float(finite.max())) if finite.size else _NO_RANGE
+    """Min and max of a layer as stored (quantised, :mod:`raster.encoding`): what a reader
+    of the product sees."""
+    return encoding.stored_range(encoding.quantise(array))
 
 
 def _widen(a: Range, b: Range) -> Range:
@@ -385,9 +388,10 @@ def scene_products(
         encoded: EncodedLayers = {n: (blocked.cogs[n], blocked.ranges[n]) for n in layers}
         return SceneProducts(blocked.decision, blocked.stats, encoded)
     scene = transform_scene(band_paths, aoi, grid, meta, settings)
-    encoded = {
-        n: (encode_layer(scene.layers[n], grid), value_range(scene.layers[n])) for n in layers
-    }
+    encoded = {}
+    for n in layers:
+        stored = encoding.quantise(scene.layers[n])
+        encoded[n] = (_encode_stored(stored, grid), encoding.stored_range(stored))
     return SceneProducts(scene.decision, scene.stats, encoded)
 
 
@@ -455,13 +459,14 @@ def transform_scene_blocked(
             for i, name in enumerate(KERNEL_LAYERS):
                 if name not in kernel.layers:
                     continue
-                array = out[i]
+                stored = encoding.quantise(out[i])
                 if name not in sinks:
                     sinks[name] = stack.enter_context(
                         _strip_sink(grid, workdir / f"{name}.strips.tif")
                     )
-                sinks[name].write(array, 1, window=Window(0, row, grid.width, sub.height))
-                ranges[name] = _widen(ranges.get(name, _NO_RANGE), value_range(array))
+                sinks[name].write(stored, 1, window=Window(0, row, grid.width, sub.height))
+                stored_span = encoding.stored_range(stored)
+                ranges[name] = _widen(ranges.get(name, _NO_RANGE), stored_span)
             del kernel, out, valid
         cogs = {name: _sink_to_cog(sink, workdir / f"{name}.tif") for name, sink in sinks.items()}
     for name in cogs:
@@ -471,7 +476,8 @@ def transform_scene_blocked(
 
 @contextlib.contextmanager
 def _strip_sink(grid: Grid, path: Path) -> Iterator[Any]:
-    # On disk, not in memory: for a large AOI the layers themselves would not fit.
+    """A product layer's stored (int16) values, written strip by strip. On disk, not in
+    memory: for a large AOI the layers themselves would not fit."""
     with rasterio.open(
         path,
         "w",
@@ -479,41 +485,49 @@ def _strip_sink(grid: Grid, path: Path) -> Iterator[Any]:
         width=grid.width,
         height=grid.height,
         count=1,
-        dtype="float32",
+        dtype=encoding.DTYPE,
         crs=grid.crs,
         transform=grid.transform,
-        nodata=FLOAT_NODATA,
+        nodata=encoding.NODATA,
         tiled=True,
         blockxsize=COG_BLOCKSIZE,
         blockysize=COG_BLOCKSIZE,
-        compress="DEFLATE",
-        zlevel=1,
-        predictor=3,
+        compress=encoding.COMPRESS,
+        zstd_level=encoding.LEVEL,
+        predictor=encoding.PREDICTOR,
     ) as dataset:
+        encoding.set_scale(dataset)
         yield dataset
 
 
 def _sink_to_cog(dataset: Any, path: Path) -> Path:
-    rasterio.shutil.copy(dataset, str(path), **cog_options(predictor=3))
+    # The copy carries the scale/offset over: the same bytes as _encode_stored's.
+    rasterio.shutil.copy(dataset, str(path), **encoding.product_cog_options())
     return path
 
 
 def encode_layer(array: np.ndarray, grid: Grid) -> bytes:
-    """A float32 layer as a COG (DEFLATE with the floating-point predictor, NaN nodata)."""
-    height, width = array.shape
+    """A layer of physical values (float32, NaN nodata) as a product COG: int16 scaled,
+    ZSTD, horizontal predictor (:mod:`raster.encoding`)."""
+    return _encode_stored(encoding.quantise(array), grid)
+
+
+def _encode_stored(stored: np.ndarray, grid: Grid) -> bytes:
+    height, width = stored.shape
     try:
         with MemoryFile() as mem:
             with mem.open(
                 width=width,
                 height=height,
                 count=1,
-                dtype="float32",
+                dtype=encoding.DTYPE,
                 crs=grid.crs,
                 transform=grid.transform,
-                nodata=FLOAT_NODATA,
-                **cog_options(predictor=3),
+                nodata=encoding.NODATA,
+                **encoding.product_cog_options(),
             ) as dst:
-                dst.write(array.astype(np.float32, copy=False), 1)
+                dst.write(stored, 1)
+                encoding.set_scale(dst)
             return bytes(mem.read())
     except rasterio.errors.RasterioError as exc:
         raise RasterError(f"cannot encode COG: {exc}") from exc
@@ -522,8 +536,10 @@ def encode_layer(array: np.ndarray, grid: Grid) -> bytes:
 def median_composite_from_paths(
     paths: list[str], grid: Grid, block_rows: int, workdir: Path
 ) -> tuple[Path, Range]:
-    """Per-pixel median of the valid values of several single-band rasters on ``grid``,
-    read strip by strip; returns the COG file (in ``workdir``) and the value range."""
+    """Per-pixel median of the valid values of several product rasters on ``grid`` (either
+    encoding, :func:`raster.encoding.read_physical`), read strip by strip: the median of
+    the physical values, then quantised. Returns the COG file (in ``workdir``) and the
+    stored value range."""
     value_span = _NO_RANGE
     with contextlib.ExitStack() as stack:
         sources = [stack.enter_context(rasterio.open(p)) for p in paths]
@@ -531,9 +547,12 @@ def median_composite_from_paths(
         sink = stack.enter_context(_strip_sink(grid, strips))
         for row, sub in block_grids(grid, block_rows):
             window = Window(0, row, grid.width, sub.height)
-            strip = median_composite([src.read(1, window=window) for src in sources])
-            sink.write(strip, 1, window=window)
-            value_span = _widen(value_span, value_range(strip))
+            strip = median_composite(
+                [encoding.read_physical(src, window=window) for src in sources]
+            )
+            stored = encoding.quantise(strip)
+            sink.write(stored, 1, window=window)
+            value_span = _widen(value_span, encoding.stored_range(stored))
         cog = _sink_to_cog(sink, workdir / "composite.tif")
     strips.unlink(missing_ok=True)
     return cog, value_span

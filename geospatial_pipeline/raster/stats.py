@@ -9,8 +9,8 @@ statistics count every AOI pixel of the grid once:
 - Classes, per AOI pixel (pixel centre inside the AOI) over the day's scenes:
 
   * *observed*: at least one scene's SCL has a class other than no data there;
-  * *valid*: at least one scene has a valid observation (its published reflectance is
-    not NaN: inside its footprint, every band has data, SCL class not masked);
+  * *valid*: at least one scene has a valid observation (its published reflectance has
+    a value, not nodata: inside its footprint, every band has data, SCL class not masked);
   * *cloud*: observed, valid in no scene, and a cloud class (SCL 8, 9, 10) in at least one;
   * *shadow*: observed, valid in no scene, cloudy in none, cloud shadow (SCL 3) in at
     least one.
@@ -38,6 +38,7 @@ from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
 from geospatial_pipeline.errors import RasterError
+from geospatial_pipeline.raster.encoding import read_physical
 from geospatial_pipeline.raster.grid import Grid, Placed, aoi_spans, place_on_grid
 from geospatial_pipeline.raster.kernels import spans_to_mask
 from geospatial_pipeline.raster.scene import (
@@ -189,7 +190,12 @@ def daily_aoi_stats(
             inside = np.zeros(sub.shape, dtype=np.uint8)
             spans_to_mask(row_ptr[row : row + sub.height + 1], c0, c1, inside)
             _add_strip(
-                out, inside.view(bool), composite.read(1, window=window), opened, sub, window
+                out,
+                inside.view(bool),
+                read_physical(composite, window=window),
+                opened,
+                sub,
+                window,
             )
     return out
 
@@ -215,8 +221,8 @@ def _add_strip(
     shadow = np.zeros(sub.shape, dtype=bool)
     ndwi_layers = []
     for red, ndwi_src, scl_src in scenes:
-        valid |= np.isfinite(red.read(1, window=window))
-        ndwi_layers.append(ndwi_src.read(1, window=window))
+        valid |= ~np.ma.getmaskarray(red.read(1, window=window, masked=True))
+        ndwi_layers.append(read_physical(ndwi_src, window=window))
         scl = scl_on_grid(scl_src, sub)
         observed |= scl != 0
         cloud |= np.isin(scl, CLOUD_SCL)

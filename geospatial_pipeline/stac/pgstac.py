@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from geospatial_pipeline.errors import PipelineError
+from geospatial_pipeline.raster.encoding import raster_band
 from geospatial_pipeline.stac.products import (
     COG_TYPE,
     EXTENSIONS,
@@ -69,7 +70,7 @@ def collection_document(
             "type": COG_TYPE,
             "roles": roles,
             "title": name.replace("_", " "),
-            "raster:bands": [{"data_type": "float32", "nodata": "nan"}],
+            "raster:bands": [raster_band()],
         }
         for name, roles in LAYER_ROLES.items()
     }

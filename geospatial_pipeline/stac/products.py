@@ -25,6 +25,7 @@ from typing import Any
 
 from shapely.geometry import mapping
 
+from geospatial_pipeline.raster.encoding import raster_band
 from geospatial_pipeline.raster.grid import Grid, grid_footprint, stac_bbox
 from geospatial_pipeline.storage.object_store import ObjectStore
 
@@ -83,8 +84,7 @@ def product_item(
             "roles": LAYER_ROLES.get(layer.name, ["data"]),
             "raster:bands": [
                 {
-                    "data_type": "float32",
-                    "nodata": "nan",
+                    **raster_band(),
                     "spatial_resolution": grid.transform.a,
                     **({"unit": "1"} if "reflectance" in LAYER_ROLES.get(layer.name, []) else {}),
                 }

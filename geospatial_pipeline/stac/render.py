@@ -60,11 +60,18 @@ def renders_for(asset_names: Iterable[str]) -> dict[str, dict[str, Any]]:
 
 
 def render_query(item_url: str, render: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """TiTiler ``/stac`` query parameters drawing ``render`` from the item at ``item_url``."""
+    """TiTiler ``/stac`` query parameters drawing ``render`` from the item at ``item_url``.
+
+    ``unscale=true``: the layers are stored as scaled integers (``raster.encoding``) and
+    TiTiler applies the files' scale/offset only when asked, before ``rescale``, which is
+    in physical values. The render extension has no field for it, so every link adds it;
+    it changes nothing for the former float32 layers (scale 1, offset 0).
+    """
     if not render.get("assets"):
         raise ValueError(f"render {render.get('title', '?')!r} has no assets")
     query: list[tuple[str, str]] = [("url", item_url)]
     query += [("assets", str(asset)) for asset in render["assets"]]
+    query.append(("unscale", "true"))
     for low, high in render.get("rescale", []):
         query.append(("rescale", f"{low},{high}"))
     if "colormap_name" in render:
