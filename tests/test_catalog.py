@@ -33,10 +33,12 @@ from dagster import (
 )
 
 from geospatial_pipeline.assets.catalog import STAC_CATALOG, STAC_CATALOG_ROOT
+from geospatial_pipeline.assets.transform import SCENE_PRODUCTS
 from geospatial_pipeline.config import parse_config
 from geospatial_pipeline.definitions import build_assets, build_defs
 from geospatial_pipeline.local.stac_server import RustacStacServer
 from geospatial_pipeline.resources import build_resources
+from geospatial_pipeline.stac import publish
 from geospatial_pipeline.stac.products import catalog_tree_problems
 from geospatial_pipeline.stac.store_io import load_catalog
 from geospatial_pipeline.storage.object_store import ObjectStore, S3ObjectStore
@@ -305,51 +307,108 @@ def test_root_is_requested_after_a_partition_changes(partitions: dict[str, Any])
         assert again.total_requested == 0
 
 
-def test_stac_items_valid_reruns_alone_on_what_is_stored(partitions: dict[str, Any]) -> None:
-    """The check alone (no asset step) for one partition reads the stored partition: a
-    broken item of (DAY2, wadi) fails it, naming the item; the other AOI of that day and
-    the other day of that AOI, untouched, pass."""
-    config, store = partitions["config"], partitions["store"]
-    check = AssetCheckKey(STAC_CATALOG, "stac_items_valid")
+def check_alone(config: Any, check: AssetCheckKey, day: str, aoi: str) -> Any:
+    """``check`` run alone (no asset step) for one partition: its evaluation."""
     defs = Definitions(
         assets=build_assets(config),
         jobs=[define_asset_job("check_alone", selection=AssetSelection.checks(check))],
         resources=build_resources(config),
     )
     job = defs.resolve_job_def("check_alone")
+    with DagsterInstance.ephemeral() as instance:
+        register_aois(config, instance)
+        # Tags, not partition_key: a job of checks alone has no partitions definition
+        # to validate a key against (the multi-partition dimension tags as a run of
+        # the partition carries them).
+        tags = {
+            "dagster/partition": str(key(day, aoi)),
+            "dagster/partition/date": day,
+            "dagster/partition/aoi": aoi,
+        }
+        result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+    assert not result.get_asset_materialization_events()  # the check ran alone
+    (evaluation,) = result.get_asset_check_evaluations()
+    return evaluation
+
+
+def test_stac_items_valid_reruns_alone_on_what_is_stored(partitions: dict[str, Any]) -> None:
+    """The check alone (no asset step) for one partition reads the stored partition: a
+    broken item of (DAY2, wadi) fails it, naming the item; the other AOI of that day and
+    the other day of that AOI, untouched, pass."""
+    config, store = partitions["config"], partitions["store"]
+    check = AssetCheckKey(STAC_CATALOG, "stac_items_valid")
     broken_key = f"processed/{COLLECTION}/{DAY2}/wadi/{ITEM2}/item.json"
     original = store.get_bytes(broken_key)
     broken = json.loads(original)
     del broken["properties"]["proj:shape"]
     store.put_bytes(broken_key, json.dumps(broken).encode(), "application/geo+json")
-
-    def run(day: str, aoi: str) -> Any:
-        with DagsterInstance.ephemeral() as instance:
-            register_aois(config, instance)
-            # Tags, not partition_key: a job of checks alone has no partitions definition
-            # to validate a key against (the multi-partition dimension tags as a run of
-            # the partition carries them).
-            tags = {
-                "dagster/partition": str(key(day, aoi)),
-                "dagster/partition/date": day,
-                "dagster/partition/aoi": aoi,
-            }
-            result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
-        assert not result.get_asset_materialization_events()  # the check ran alone
-        (evaluation,) = result.get_asset_check_evaluations()
-        return evaluation
-
     try:
-        failed = run(DAY2, "wadi")
+        failed = check_alone(config, check, DAY2, "wadi")
         assert not failed.passed
         problems = failed.metadata["problems"].value
         assert list(problems) == [broken_key]
         assert "proj:shape" in problems[broken_key][0]
-        assert run(DAY2, "dunes").passed
-        assert run(DAY, "wadi").passed
+        assert check_alone(config, check, DAY2, "dunes").passed
+        assert check_alone(config, check, DAY, "wadi").passed
     finally:
         store.put_bytes(broken_key, original, "application/geo+json")
-    assert run(DAY2, "wadi").passed
+    assert check_alone(config, check, DAY2, "wadi").passed
+
+
+def test_product_cogs_valid_reads_back_only_what_changed_since_publishing(
+    partitions: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every layer was validated from its bytes before the PUT, so the check alone compares
+    each stored object's size and SHA-256 with the manifest and re-validates nothing that
+    is unchanged. A layer altered in place, replaced by bytes that are not a COG, or
+    deleted fails it, naming the layer (and, for the non-COG, the validation errors); a
+    flipped byte that COG validation alone would pass fails it too."""
+    config, store = partitions["config"], partitions["store"]
+    check = AssetCheckKey(SCENE_PRODUCTS, "product_cogs_valid")
+    validated: list[str] = []
+    real_validate = publish.validate_cog_path
+
+    def counting(path: str) -> Any:
+        validated.append(path)
+        return real_validate(path)
+
+    monkeypatch.setattr(publish, "validate_cog_path", counting)
+    ndvi = f"processed/{COLLECTION}/{DAY2}/wadi/{ITEM2}/ndvi.tif"
+    ndwi = ndvi.replace("ndvi.tif", "ndwi.tif")
+    original, ndwi_original = store.get_bytes(ndvi), store.get_bytes(ndwi)
+    passed = check_alone(config, check, DAY2, "wadi")
+    assert passed.passed and passed.metadata["verified"].value == 6
+    assert validated == []
+    try:
+        # One byte of the last tile's data flipped: same size, still a structurally valid
+        # COG, other pixels. Only the checksum tells.
+        tampered = bytearray(original)
+        tampered[-10] ^= 0xFF
+        store.put_bytes(ndvi, bytes(tampered), "image/tiff")
+        failed = check_alone(config, check, DAY2, "wadi")
+        assert not failed.passed
+        (changed,) = failed.metadata["changed_since_published"].value
+        assert changed.startswith(f"{ndvi}: stored SHA-256 ")
+        assert failed.metadata["invalid"].value == []
+        assert len(validated) == 1 and validated[0].endswith(ndvi)
+        store.put_bytes(ndvi, original, "image/tiff")
+        # Not a TIFF at all: validated again from storage, and the errors reported. (Another
+        # layer: GDAL caches what it read of the first one for the process.)
+        store.put_bytes(ndwi, b"not a TIFF " * 100, "image/tiff")
+        failed = check_alone(config, check, DAY2, "wadi")
+        assert not failed.passed
+        (invalid,) = failed.metadata["invalid"].value
+        assert invalid.startswith(f"{ndwi}: ")
+        store.put_bytes(ndwi, ndwi_original, "image/tiff")
+        store.delete(ndvi)
+        failed = check_alone(config, check, DAY2, "wadi")
+        assert failed.metadata["changed_since_published"].value == [f"{ndvi}: missing"]
+        # The other AOI of the day is its own partition: untouched, it passes.
+        assert check_alone(config, check, DAY2, "dunes").passed
+    finally:
+        store.put_bytes(ndvi, original, "image/tiff")
+        store.put_bytes(ndwi, ndwi_original, "image/tiff")
+    assert check_alone(config, check, DAY2, "wadi").passed
 
 
 def test_root_finds_the_partitions_without_listing_their_products(
