@@ -40,6 +40,7 @@ from shapely.geometry.base import BaseGeometry
 
 from geospatial_pipeline.config import TransformConfig
 from geospatial_pipeline.raster.cog import cog_options
+from geospatial_pipeline.raster.encoding import read_physical
 from geospatial_pipeline.raster.extract import extract_band_windows
 from geospatial_pipeline.raster.grid import unwrap_longitudes, utm_epsg
 from geospatial_pipeline.raster.window import DENSIFY_DEGREES
@@ -269,7 +270,10 @@ def run_peer(
 
 def _write_cog(layer: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    options = cog_options(predictor=3)  # the pipeline's product settings
+    # float32 with NaN nodata, as such a script writes it, in the pipeline's COG layout
+    # (tiles, overviews; DEFLATE with the floating-point predictor, the pipeline's
+    # products before they became int16 scaled).
+    options = cog_options(predictor=3)
     driver = options.pop("driver")
     layer = layer.astype(np.float32).rio.write_nodata(np.nan)
     layer.rio.to_raster(path, driver=driver, dtype="float32", **options)
@@ -368,13 +372,18 @@ def _publish_items(
 
 @dataclass(frozen=True)
 class Tolerance:
-    """Largest absolute difference allowed per kind of layer.
+    """Largest absolute difference allowed per kind of layer, peer (float32) against the
+    pipeline's layers read as physical values (int16 x scale + offset, raster.encoding).
 
-    1e-6 holds when both sides read the same source pixels (grid on the source pixels, or
-    nearest resampling onto it): both compute float32 reflectance from the same DNs, the
-    pipeline as (DN - offset_dn) * scale, the peer as DN * scale + offset (at most a few
-    float32 ulps apart, ~1e-7 for reflectance up to 1); NDVI and NDWI are then the same
-    float32 expression over them, in [-1, 1], so the same few ulps. A peer that resamples
+    Reflectance, 1e-6: when both sides read the same source pixels (grid on the source
+    pixels, or nearest resampling onto it), the pipeline stores the integer DN - offset_dn
+    exactly and the peer computes DN * scale + offset in float32: a few float32 ulps
+    apart (~1e-7 for reflectance up to 1). Indices, 5e-5 + 1e-6: the pipeline stores NDVI
+    and NDWI rounded to steps of 1e-4 (at most half a step off), the peer keeps float32;
+    the 1e-6 is the float32 arithmetic both sides differ by beyond that. One step (1e-4)
+    off fails. The composite, 1e-4 + 1e-6: the pipeline's median of several scenes is
+    taken over their stored values, then rounded to a step again (with one scene per
+    day it is that scene's index, within the index tolerance). A peer that resamples
     (bilinear across UTM zones) interpolates the integer DNs and rounds them, where the
     pipeline interpolates in float32: up to 0.5 DN (5e-5 reflectance) plus kernel and
     edge differences; such a comparison needs its own, stated, tolerance and
@@ -382,7 +391,8 @@ class Tolerance:
     """
 
     reflectance: float = 1e-6
-    index: float = 1e-6
+    index: float = 5e-5 + 1e-6
+    composite: float = 1e-4 + 1e-6
     mask_mismatch: int = 0  # pixels valid on one side only
 
 
@@ -425,8 +435,10 @@ def pipeline_layer_paths(
 
 
 def _read(path: str) -> tuple[np.ndarray, Any, Affine]:
+    """Physical values, NaN where no data: the peer's float32 as stored, the pipeline's
+    int16 with its scale, offset and nodata applied."""
     with rasterio.open(path) as src:
-        return src.read(1), src.crs, src.transform
+        return read_physical(src), src.crs, src.transform
 
 
 def compare(
@@ -435,7 +447,8 @@ def compare(
     tolerance: Tolerance | None = None,
 ) -> Comparison:
     """Every layer of every product, peer vs pipeline: same products and layers, same
-    grid (CRS, transform, shape: checked first), valid (non-NaN) masks equal up to
+    grid (CRS, transform, shape: checked first), physical values (each file's scale,
+    offset and nodata applied: :func:`_read`), valid masks equal up to
     ``tolerance.mask_mismatch`` pixels, values within the tolerance of their kind.
     Pipeline paths must be readable in the caller's GDAL environment (e.g. /vsis3/ in a
     ``gdal_env``); the peer's local paths or s3:// URLs likewise."""
@@ -466,7 +479,13 @@ def compare(
             got_ok, want_ok = np.isfinite(got), np.isfinite(want)
             both = got_ok & want_ok
             diff = np.abs(got[both].astype(np.float64) - want[both].astype(np.float64))
-            limit = tol.reflectance if name in REFLECTANCE else tol.index
+            limit = (
+                tol.reflectance
+                if name in REFLECTANCE
+                else tol.composite
+                if name == COMPOSITE_LAYER
+                else tol.index
+            )
             result = LayerComparison(
                 product=product,
                 layer=name,

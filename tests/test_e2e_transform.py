@@ -21,6 +21,7 @@ import rasterio
 from geospatial_pipeline.assets.datamart import days_without_usable_scene
 from geospatial_pipeline.local.stac_server import RustacStacServer
 from geospatial_pipeline.raster.cog import gdal_env
+from geospatial_pipeline.raster.encoding import read_physical
 from geospatial_pipeline.raster.grid import Grid, aoi_mask
 from geospatial_pipeline.resources.storage import ObjectStoreResource
 from geospatial_pipeline.stac.products import validate_product_item
@@ -179,16 +180,22 @@ def test_products_equal_independent_numpy(pipeline_run: dict[str, Any]) -> None:
             assert masked[in_aoi].any() or aoi == "dunes"  # the wadi AOI holds clouds
             for band in files:
                 with rasterio.open(store.gdal_path(f"{base}/{band}.tif")) as ds:
-                    got = ds.read(1)
+                    stored = ds.read(1)
+                    got = read_physical(ds)
+                # The stored integer is the DN itself (scale 1e-4, offset 0, no BOA offset).
+                np.testing.assert_array_equal(
+                    stored[expected_valid], src_dn[band][expected_valid].astype(np.int16)
+                )
                 expected = src_dn[band] * 1e-4
-                # NaN exactly where the mask (SCL classes, outside the AOI, no data) says.
+                # Nodata exactly where the mask (SCL classes, outside the AOI, no data) says.
                 np.testing.assert_array_equal(np.isfinite(got), expected_valid)
                 np.testing.assert_allclose(got[expected_valid], expected[expected_valid], rtol=1e-6)
             with rasterio.open(store.gdal_path(f"{base}/ndvi.tif")) as ds:
-                ndvi = ds.read(1)
+                ndvi = read_physical(ds)
             red, nir = src_dn["red"] * 1e-4, src_dn["nir"] * 1e-4
             ok = np.isfinite(ndvi)
-            np.testing.assert_allclose(ndvi[ok], ((nir - red) / (nir + red))[ok], atol=1e-6)
+            # Quantised to 1e-4 steps: within half a step (plus float32 rounding).
+            np.testing.assert_allclose(ndvi[ok], ((nir - red) / (nir + red))[ok], atol=5.01e-5)
 
 
 def test_odc_stac_reads_back_the_same_arrays(pipeline_run: dict[str, Any], s3_server: Any) -> None:
@@ -216,10 +223,19 @@ def test_odc_stac_reads_back_the_same_arrays(pipeline_run: dict[str, Any], s3_se
             with rasterio.open(
                 store.gdal_path(item.assets[layer].href.split("/pipeline/", 1)[1])
             ) as src:
-                expected = src.read(1)
+                stored = src.read(1)
+                expected = read_physical(src)
             got = ds[layer].values[0]
             assert got.shape == expected.shape
-            np.testing.assert_array_equal(got, expected)
+            # odc-stac 0.5.3 returns the stored integers: the reader applies the item's
+            # raster:bands scale, offset and nodata (README, "Reading the products").
+            np.testing.assert_array_equal(got, stored)
+            band = item.assets[layer].extra_fields["raster:bands"][0]
+            physical = np.where(got == band["nodata"], np.nan, got * band["scale"] + band["offset"])
+            np.testing.assert_array_equal(np.isnan(physical), np.isnan(expected))
+            assert np.isfinite(expected).any()
+            # float64 here, float32 from read_physical: one float32 rounding apart.
+            np.testing.assert_allclose(physical, expected, rtol=1.2e-7, atol=0)
 
 
 def test_datamart_stats_match_products(pipeline_run: dict[str, Any]) -> None:
@@ -241,10 +257,10 @@ def test_datamart_stats_match_products(pipeline_run: dict[str, Any]) -> None:
         for aoi, scenes, valid, cloud, mean, median, p10, p90, ndwi_mean, decisions in rows:
             base = f"processed/sentinel-2-l2a/{DAY}/{aoi}/{ITEM}"
             with rasterio.open(store.gdal_path(f"{base}/ndvi.tif")) as ds:
-                v = ds.read(1)
+                v = read_physical(ds)
             v = v[np.isfinite(v)].astype(np.float64)
             with rasterio.open(store.gdal_path(f"{base}/ndwi.tif")) as ds:
-                w = ds.read(1)
+                w = read_physical(ds)
             assert ndwi_mean == pytest.approx(w[np.isfinite(w)].astype(np.float64).mean(), rel=1e-6)
             assert scenes == 1 and 0.0 <= cloud <= 1.0 and 0.0 < valid <= 1.0
             assert mean == pytest.approx(v.mean(), rel=1e-6)

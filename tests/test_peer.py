@@ -32,7 +32,9 @@ from benchmarks.peer import (
 )
 from geospatial_pipeline.layout import Partition
 from geospatial_pipeline.raster.cog import gdal_env, validate_cog_path
+from geospatial_pipeline.raster.encoding import read_physical
 from geospatial_pipeline.raster.grid import Grid, aoi_mask
+from geospatial_pipeline.raster.scene import encode_layer
 from geospatial_pipeline.stac.publish import COMPOSITE_ID, partition_products
 from tests.test_e2e import DAY, ITEM, object_store_resource, pipeline_config, s3_env
 from tests.test_e2e_transform import (  # noqa: F401 - stac_api is a fixture
@@ -139,6 +141,27 @@ def test_compare_reports_a_different_layer(runs: dict[str, Any]) -> None:
         )
 
 
+def test_compare_fails_one_quantisation_step_off(runs: dict[str, Any], tmp_path: Path) -> None:
+    """The index tolerance (half a step of the int16 encoding, raster/encoding.py) is
+    tight: the pipeline's NDVI one step (1e-4) higher is reported; and the stored integers
+    read without their scale would be far off."""
+    store_res = runs["store"]
+    with gdal_env(store_res.gdal_options(), store_res.gdal_session()):
+        pipeline = _pipeline_paths(store_res, "dunes")
+        with rasterio.open(pipeline[ITEM]["ndvi"]) as src:
+            ndvi = read_physical(src)
+            grid = Grid(src.crs.to_string(), src.transform, src.width, src.height)
+            stored = src.read(1)
+    shifted = tmp_path / "ndvi.tif"
+    shifted.write_bytes(encode_layer(ndvi + np.float32(1e-4), grid))
+    moved = {**pipeline, ITEM: {**pipeline[ITEM], "ndvi": str(shifted)}}
+    with gdal_env(store_res.gdal_options(), store_res.gdal_session()):
+        problems = compare(runs["peers"]["dunes"], moved).problems
+    assert len(problems) == 1 and problems[0].startswith(f"{ITEM}/ndvi: values differ"), problems
+    valid = stored != -32768
+    assert np.abs(stored[valid]).max() > 100  # integers, not NDVI: unscaled reads fail
+
+
 def test_peer_items_are_valid_stac(runs: dict[str, Any], s3_server: Any) -> None:
     for aoi, peer in runs["peers"].items():
         assert set(peer.items) == {ITEM, COMPOSITE_ID}, aoi
@@ -155,9 +178,11 @@ def test_peer_items_are_valid_stac(runs: dict[str, Any], s3_server: Any) -> None
             assert doc["properties"]["proj:shape"] == list(peer.shape), (aoi, product)
 
 
-def test_peer_cogs_use_the_pipeline_settings(runs: dict[str, Any]) -> None:
-    """Same storage as the pipeline's products (raster/cog.py cog_options): valid COGs,
-    float32, NaN nodata, DEFLATE with the floating-point predictor, 512 px tiles."""
+def test_peer_cogs_are_float32_the_pipeline_int16(runs: dict[str, Any]) -> None:
+    """The peer writes float32 as such a script would (NaN nodata, DEFLATE with the
+    floating-point predictor, the pipeline's 512 px COG layout); the pipeline's layers are
+    int16 scaled, ZSTD, horizontal predictor, so the comparison above really compares
+    physical values across the two encodings."""
     for path in runs["peers"]["dunes"].layers[ITEM].values():
         assert validate_cog_path(path).valid, path
         with rasterio.open(path) as src:
@@ -165,3 +190,11 @@ def test_peer_cogs_use_the_pipeline_settings(runs: dict[str, Any]) -> None:
             assert src.compression is not None and src.compression.name == "deflate", path
             assert src.tags(ns="IMAGE_STRUCTURE").get("PREDICTOR") == "3", path
             assert src.block_shapes[0] == (512, 512) or src.block_shapes[0] == src.shape, path
+    store_res = runs["store"]
+    with gdal_env(store_res.gdal_options(), store_res.gdal_session()):
+        for path in _pipeline_paths(store_res, "dunes")[ITEM].values():
+            with rasterio.open(path) as src:
+                assert src.dtypes == ("int16",) and src.nodata == -32768, path
+                assert (src.scales, src.offsets) == ((1e-4,), (0.0,)), path
+                assert src.tags(ns="IMAGE_STRUCTURE")["COMPRESSION"] == "ZSTD", path
+                assert src.tags(ns="IMAGE_STRUCTURE")["PREDICTOR"] == "2", path

@@ -31,6 +31,7 @@ from geospatial_pipeline.config import (
 from geospatial_pipeline.errors import ConfigError
 from geospatial_pipeline.local.stac_api import PgstacApiServer, api_environment
 from geospatial_pipeline.local.stac_server import RustacStacServer
+from geospatial_pipeline.raster.encoding import read_physical
 from geospatial_pipeline.resources.pgstac import PgstacResource
 from geospatial_pipeline.stac import pgstac
 from geospatial_pipeline.stac.render import RENDERS
@@ -151,6 +152,11 @@ def test_collection_document_carries_item_assets_renders_and_license() -> None:
     )
     assert doc["id"] == pgstac.collection_id(COLLECTION)
     assert {"red", "green", "blue", "nir", "ndvi", "ndwi", "ndvi_median"} <= set(doc["item_assets"])
+    # The layers are int16 scaled: readers need the scale and nodata from here too.
+    for asset in doc["item_assets"].values():
+        assert asset["raster:bands"] == [
+            {"data_type": "int16", "nodata": -32768, "scale": 0.0001, "offset": 0.0}
+        ]
     assert doc["renders"] == RENDERS and {"true-color", "ndvi"} <= set(doc["renders"])
     assert any("render" in e for e in doc["stac_extensions"])
     assert any("item-assets" in e for e in doc["stac_extensions"])
@@ -375,12 +381,25 @@ def test_odc_stac_loads_the_search_result_as_the_cog(
     assert ds.odc.crs.epsg == 32629
     for band in ("ndvi", "red"):
         with rasterio.open(items[0].assets[band].href) as src:
-            expected = src.read(1)
+            stored = src.read(1)
+            expected = read_physical(src)
             assert ds.odc.geobox.affine == src.transform
         got = ds[band].values[0]
         assert got.shape == expected.shape
-        np.testing.assert_array_equal(got, expected)
-        assert np.isfinite(got).any()
+        # odc-stac 0.5.3 returns the stored integers; the item served by the API says how
+        # to read them (raster:bands scale, offset, nodata), as the README shows.
+        np.testing.assert_array_equal(got, stored)
+        rb = items[0].assets[band].extra_fields["raster:bands"][0]
+        assert (rb["data_type"], rb["nodata"], rb["scale"], rb["offset"]) == (
+            "int16",
+            -32768,
+            0.0001,
+            0,
+        )
+        physical = np.where(got == rb["nodata"], np.nan, got * rb["scale"] + rb["offset"])
+        np.testing.assert_array_equal(np.isnan(physical), np.isnan(expected))
+        assert np.isfinite(physical).any()
+        np.testing.assert_allclose(physical, expected, rtol=1.2e-7, atol=0)
 
 
 def test_republishing_leaves_the_same_rows(published: dict[str, Any], database: str) -> None:
