@@ -10,9 +10,11 @@ Run alone with ``.venv/bin/python -m benchmarks.encoding [--repetitions N]``; se
    generates and caches under ``.data/bench-transform/``.
 2. Every option encodes every layer as the products are encoded (:func:`encode`: the body
    of ``geospatial_pipeline.raster.scene.encode_layer`` with ``cog_options`` and the
-   option's codec, level, predictor and threads; checked byte-identical to ``encode_layer``
-   for today's option). int16 options first quantise the layer (``round(v / scale)``,
-   nodata -32768) and write scale/offset into the GeoTIFF as well.
+   option's data type, codec, level, predictor and threads; checked byte-identical to
+   ``encode_layer`` for the default, the products' storage since the switch). int16
+   options first quantise the layer (``raster.encoding.quantise``: ``round(v / scale)``,
+   nodata -32768) and write scale/offset into the GeoTIFF as well. ``former``: the
+   products' storage before (float32, NaN nodata, DEFLATE-6, floating-point predictor).
 3. Per option, median of N repetitions, the options interleaved in each repetition (load
    noise spreads over all of them alike); each encode writes a fresh ``MemoryFile``:
    encode time (quantisation included), a full decode of every layer from its bytes, and
@@ -20,9 +22,9 @@ Run alone with ``.venv/bin/python -m benchmarks.encoding [--repetitions N]``; se
    option: every layer a valid COG (``validate_cog_bytes``), the same bytes in every
    repetition, float32 decoded bit-identical, int16 decoded x scale + offset within half a
    quantisation step of the float32 layer and nodata exactly where the float is NaN.
-4. Readers (``--readers``, on by default): the int16 candidate through ``odc.stac.load``
+4. Readers (``--readers``, on by default): the int16 default through ``odc.stac.load``
    (does it apply ``raster:bands`` scale/offset?) and through the local TiTiler (a tile
-   with ``unscale``, and the item's NDVI render against the float32 item's).
+   with ``unscale``, and the item's NDVI render against the former float32 item's).
 """
 
 from __future__ import annotations
@@ -46,14 +48,9 @@ from typing import Any
 import numpy as np
 
 from benchmarks.transform import AOI_KM, CACHE_DIR, LAYERS, RESOLUTION, aoi_geometry, prepare_inputs
+from geospatial_pipeline.raster import encoding
 
 REPETITIONS = 5
-INT16_NODATA = -32768
-SCALE = 1e-4
-# Reflectance: offset 0 keeps v x 10^4 as the stored integer (negative reflectance of dark
-# water included) and covers [-3.2767, 3.2767], beyond the value_ranges check's [-0.2, 2].
-# Indices: [-1, 1] -> [-10000, 10000].
-OFFSET = 0.0
 CODECS: tuple[tuple[str, int], ...] = (("DEFLATE", 1), ("DEFLATE", 6), ("ZSTD", 1), ("ZSTD", 9))
 THREADS = (1, 2)
 MAX_LOAD_1MIN = 0.7
@@ -86,10 +83,12 @@ class Option:
         return options
 
 
-# What the products use today (cog_options(predictor=3): DEFLATE at GDAL's default level 6).
-CURRENT = Option("float32", "DEFLATE", 6, 3, 1)
-# The recommendation (benchmarks/README.md "Product encoding" says why).
-DEFAULT = Option("int16", "ZSTD", 1, 2, 1)
+# What the products used before (cog_options(predictor=3): DEFLATE at GDAL's default
+# level 6, float32, NaN nodata).
+FORMER = Option("float32", "DEFLATE", 6, 3, 1)
+# The products' storage (raster/encoding.py; benchmarks/README.md "Product encoding" says
+# why), checked to be encode_layer's bytes in every run.
+DEFAULT = Option(encoding.DTYPE, encoding.COMPRESS, encoding.LEVEL, encoding.PREDICTOR, threads=1)
 
 
 def options_grid() -> list[Option]:
@@ -110,26 +109,15 @@ def options_grid() -> list[Option]:
 # --------------------------------------------------------------------------- encoding
 
 
-def quantise(layer: np.ndarray) -> np.ndarray:
-    """A float32 layer as int16 scaled: round((v - offset) / scale), NaN -> nodata. Values
-    beyond the int16 range are clipped (counted by :func:`check_roundtrip`)."""
-    q = np.rint((layer.astype(np.float64) - OFFSET) / SCALE)
-    np.clip(q, -32767, 32767, out=q)
-    q[~np.isfinite(layer)] = INT16_NODATA
-    return q.astype(np.int16)
-
-
 def encode(layer: np.ndarray, grid: Any, option: Option) -> bytes:
     """``encode_layer``'s body with ``option``'s storage."""
     from rasterio.io import MemoryFile
 
-    from geospatial_pipeline.raster.scene import FLOAT_NODATA
-
     height, width = layer.shape
     if option.dtype == "int16":
-        data, nodata = quantise(layer), float(INT16_NODATA)
+        data, nodata = encoding.quantise(layer), float(encoding.NODATA)
     else:
-        data, nodata = layer.astype(np.float32, copy=False), FLOAT_NODATA
+        data, nodata = layer.astype(np.float32, copy=False), float("nan")
     with MemoryFile() as mem:
         with mem.open(
             width=width,
@@ -144,8 +132,7 @@ def encode(layer: np.ndarray, grid: Any, option: Option) -> bytes:
             dst.write(data, 1)
             if option.dtype == "int16":
                 # In the file too: GDAL clients (TiTiler's unscale, rioxarray) read it there.
-                dst.scales = (SCALE,)
-                dst.offsets = (OFFSET,)
+                encoding.set_scale(dst)
         return bytes(mem.read())
 
 
@@ -163,14 +150,14 @@ def check_roundtrip(layer: np.ndarray, decoded: np.ndarray, option: Option) -> d
     if option.dtype == "float32":
         same = np.array_equal(decoded.view(np.uint32), layer.view(np.uint32))
         return {"ok": bool(same), "max_err": 0.0 if same else math.inf, "clipped": 0}
-    nodata_ok = bool(np.array_equal(decoded == INT16_NODATA, ~finite))
-    values = decoded[finite].astype(np.float64) * SCALE + OFFSET
+    nodata_ok = bool(np.array_equal(decoded == encoding.NODATA, ~finite))
+    values = decoded[finite].astype(np.float64) * encoding.SCALE + encoding.OFFSET
     expected = layer[finite].astype(np.float64)
-    representable = np.abs(expected - OFFSET) <= 32767 * SCALE
+    representable = np.abs(expected - encoding.OFFSET) <= encoding.STORED_MAX * encoding.SCALE
     err = np.abs(values - expected)[representable]
     max_err = float(err.max()) if err.size else 0.0
     # Half a step, plus float64 rounding of the products above.
-    ok = nodata_ok and max_err <= SCALE / 2 * (1 + 1e-9)
+    ok = nodata_ok and max_err <= encoding.SCALE / 2 * (1 + 1e-9)
     return {"ok": ok, "max_err": max_err, "clipped": int((~representable).sum())}
 
 
@@ -275,12 +262,13 @@ def measure(scene: Scene, options: list[Option], repetitions: int) -> dict[Optio
     return results
 
 
-def check_current_is_encode_layer(scene: Scene) -> bool:
-    """The benchmark's writer with today's option gives encode_layer's bytes."""
+def check_default_is_encode_layer(scene: Scene) -> bool:
+    """The benchmark's writer with the default option gives encode_layer's bytes: the
+    figures are the products' storage."""
     from geospatial_pipeline.raster.scene import encode_layer
 
     return all(
-        encode(layer, scene.grid, CURRENT) == encode_layer(layer, scene.grid)
+        encode(layer, scene.grid, DEFAULT) == encode_layer(layer, scene.grid)
         for layer in scene.layers.values()
     )
 
@@ -292,7 +280,7 @@ def _item(
     scene: Scene, folder: Path, option: Option, names: tuple[str, ...]
 ) -> tuple[Path, dict[str, Any]]:
     """The product item (``product_item``) of ``names`` encoded with ``option`` in
-    ``folder``; for int16, raster:bands as the plan would write them."""
+    ``folder``: the products' raster:bands for the default, float32 ones for ``former``."""
     from geospatial_pipeline.stac.products import LayerObject, product_item
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -314,10 +302,12 @@ def _item(
         lineage="benchmarks.encoding",
         extra_properties={},
     )
-    if option.dtype == "int16":
+    if option.dtype == "float32":
         for asset in item["assets"].values():
             band = asset["raster:bands"][0]
-            band.update(data_type="int16", nodata=INT16_NODATA, scale=SCALE, offset=OFFSET)
+            for key in ("scale", "offset"):
+                band.pop(key, None)
+            band.update(data_type="float32", nodata="nan")
     path = folder / "item.json"
     path.write_text(json.dumps(item))
     return path, item
@@ -340,7 +330,7 @@ def check_odc_stac(scene: Scene, f32_item: Path, i16_item: Path) -> dict[str, An
     for band in ("red", "ndvi"):
         raw = i16[band].values[0]
         rb = item.assets[band].extra_fields["raster:bands"][0]
-        expected_int = quantise(scene.layers[band])
+        expected_int = encoding.quantise(scene.layers[band])
         # Applied by hand from the item's raster:bands: what a consumer has to write.
         scaled = np.where(raw == rb["nodata"], np.nan, raw * rb["scale"] + rb["offset"])
         reference = f32[band].values[0]
@@ -350,7 +340,7 @@ def check_odc_stac(scene: Scene, f32_item: Path, i16_item: Path) -> dict[str, An
             "attrs": {k: v for k, v in i16[band].attrs.items() if k in ("nodata", "units")},
             "values_are_stored_integers": bool(np.array_equal(raw, expected_int)),
             "scale_applied_by_odc_stac": bool(
-                np.allclose(raw[finite], reference[finite], atol=SCALE)
+                np.allclose(raw[finite], reference[finite], atol=encoding.SCALE)
             ),
             "by_hand_max_err": float(np.abs(scaled[finite] - reference[finite]).max()),
             "by_hand_nodata_same": bool(np.array_equal(np.isnan(scaled), ~finite)),
@@ -420,7 +410,9 @@ def check_titiler(scene: Scene, f32_item: Path, i16_item: Path) -> dict[str, Any
             }
 
         def png(item: Path, extra: list[tuple[str, str]]) -> np.ndarray:
-            query = render_query(str(item), RENDERS["ndvi"]) + extra
+            # The project's render without its unscale=true, so both variants are drawn.
+            query = [q for q in render_query(str(item), RENDERS["ndvi"]) if q[0] != "unscale"]
+            query += extra
             r = http.get(
                 f"{titiler.url}/stac/tiles/WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}.png",
                 params=query,
@@ -444,7 +436,7 @@ def check_titiler(scene: Scene, f32_item: Path, i16_item: Path) -> dict[str, Any
 def check_readers(scene: Scene) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-encoding-items-") as tmp:
         names = ("red", "green", "blue", "nir", "ndvi")
-        f32_item, _ = _item(scene, Path(tmp) / "float32", CURRENT, names)
+        f32_item, _ = _item(scene, Path(tmp) / "float32", FORMER, names)
         i16_item, _ = _item(scene, Path(tmp) / "int16", DEFAULT, names)
         return {
             "odc_stac": check_odc_stac(scene, f32_item, i16_item),
@@ -488,15 +480,15 @@ def print_report(
     same_as_product: bool,
     readers: dict[str, Any] | None,
 ) -> None:
-    base = results[CURRENT]
+    base = results[FORMER]
     raw_mb = _raw_mb(scene)
     print("Product encoding: six layers of one scene, 20 km AOI at 10 m")
     for key, value in cond.items():
         print(f"  {key}: {value}")
-    print(f"  benchmark writer == encode_layer for today's option: {same_as_product}")
+    print(f"  benchmark writer == encode_layer for the default: {same_as_product}")
     print()
     header = (
-        f"  {'option':<28} {'MB':>6} {'vs now':>6} {'encode s':>8} {'MB/s':>6} "
+        f"  {'option':<28} {'MB':>6} {'vs old':>6} {'encode s':>8} {'MB/s':>6} "
         f"{'decode s':>8} {'window s':>8}  checks"
     )
     print(header)
@@ -510,16 +502,16 @@ def print_report(
             checks.append("bytes differ between runs")
         if r["clipped"]:
             checks.append(f"{r['clipped']} px clipped")
-        mark = "*" if option == DEFAULT else ("=" if option == CURRENT else " ")
+        mark = "*" if option == DEFAULT else ("=" if option == FORMER else " ")
         print(
             f"{mark} {option.name:<28} {r['bytes'] / 1e6:6.1f} {r['bytes'] / base['bytes']:6.2f} "
             f"{r['encode_s']:8.2f} {raw_mb / r['encode_s']:6.1f} {r['decode_s']:8.3f} "
             f"{r['window_s']:8.3f}  {'; '.join(checks) or 'ok'}"
         )
-    print("  = today's products, * the recommended default; MB/s = float32 MB / encode s")
+    print("  * the products' storage (default), = the former one; MB/s = float32 MB / encode s")
     d = results[DEFAULT]
     print()
-    print("Per layer, MB (today -> default):")
+    print("Per layer, MB (former -> default):")
     for name in scene.layers:
         print(
             f"  {name:<5} {base['layer_bytes'][name] / 1e6:6.2f} -> "
@@ -527,7 +519,7 @@ def print_report(
         )
     if readers is not None:
         print()
-        print("Readers of the int16 candidate:")
+        print("Readers of the int16 default:")
         print(json.dumps(readers, indent=2))
 
 
@@ -537,18 +529,18 @@ def summary(
     load: float,
     readers: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    d, c = results[DEFAULT], results[CURRENT]
+    d, c = results[DEFAULT], results[FORMER]
     raw_mb = _raw_mb(scene)
     out: dict[str, Any] = {
         "encode_default": DEFAULT.name,
         "encode_mb_per_s": round(raw_mb / d["encode_s"], 1),
         "encode_s": round(d["encode_s"], 3),
         "encode_bytes": d["bytes"],
-        "encode_current": CURRENT.name,
-        "encode_current_mb_per_s": round(raw_mb / c["encode_s"], 1),
-        "encode_current_s": round(c["encode_s"], 3),
-        "encode_current_bytes": c["bytes"],
-        "encode_bytes_vs_current": round(d["bytes"] / c["bytes"], 3),
+        "encode_former": FORMER.name,
+        "encode_former_mb_per_s": round(raw_mb / c["encode_s"], 1),
+        "encode_former_s": round(c["encode_s"], 3),
+        "encode_former_bytes": c["bytes"],
+        "encode_bytes_vs_former": round(d["bytes"] / c["bytes"], 3),
         # Compare between runs: the same layers give the same bytes.
         "encode_default_sha256": d["sha256"],
         "encode_all_checks_ok": all(r["valid_cog"] and r["roundtrip_ok"] for r in results.values()),
@@ -578,15 +570,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-readers", action="store_true", help="skip odc-stac / TiTiler")
     parser.add_argument("--no-wait", action="store_true", help="do not wait for a quiet load")
     parser.add_argument(
-        "--only", choices=("all", "candidates"), default="all", help="the grid, or two options"
+        "--only",
+        choices=("all", "candidates"),
+        default="all",
+        help="the grid, or the default and the former storage",
     )
     args = parser.parse_args(argv)
     if args.repetitions < 1:
         parser.error("--repetitions must be >= 1")
     scene = product_layers()
-    options = options_grid() if args.only == "all" else [CURRENT, DEFAULT]
+    options = options_grid() if args.only == "all" else [FORMER, DEFAULT]
     with _gdal_env():
-        same = check_current_is_encode_layer(scene)
+        same = check_default_is_encode_layer(scene)
+        if not same:
+            raise SystemExit("the benchmark's writer no longer gives encode_layer's bytes")
         load = os.getloadavg()[0] if args.no_wait else wait_for_quiet()
         load_before = os.getloadavg()
         results = measure(scene, options, args.repetitions)
