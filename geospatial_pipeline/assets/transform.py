@@ -70,8 +70,9 @@ SCENE_PRODUCTS = AssetKey("scene_products")
 NDVI_COMPOSITE = AssetKey("ndvi_composite")
 # Bumped by hand whenever a change alters what the asset writes (pixels, items, manifest):
 # Dagster then shows the materialized partitions as stale against the new code.
-SCENE_PRODUCTS_VERSION = "2"
-NDVI_COMPOSITE_VERSION = "2"
+# 3: layers stored as int16 scaled 1e-4, ZSTD (raster.encoding), no longer float32.
+SCENE_PRODUCTS_VERSION = "3"
+NDVI_COMPOSITE_VERSION = "3"
 
 
 @contextlib.contextmanager
@@ -114,7 +115,8 @@ def _products_context(
     description=(
         "Per scene of the partition, on the AOI's grid: cloud/shadow-masked, "
         "offset-corrected surface reflectance (red, green, blue, nir), NDVI and NDWI as "
-        "float32 COGs, each with a STAC item; manifests/{collection}/{date}/{aoi}/"
+        "COGs (int16, scale 1e-4, nodata -32768), each with a STAC item; "
+        "manifests/{collection}/{date}/{aoi}/"
         "scene_products.json lists them."
     ),
 )
@@ -246,7 +248,8 @@ def _pictures(store: ObjectStore, products: list[dict[str, Any]]) -> list[tuple[
     op_tags=heavy_op_tags(),
     description=(
         "The AOI's per-pixel median of the valid NDVI of the day's scenes, read back from "
-        "the published scene NDVI COGs, as a COG with its STAC item (none on a day "
+        "the published scene NDVI COGs, as a COG (int16, scale 1e-4, nodata -32768) with "
+        "its STAC item (none on a day "
         "without scenes)."
     ),
 )
