@@ -293,11 +293,14 @@ def test_daily_stats_count_overlapping_pixels_once(materialized: dict[str, Any])
     for key in ("valid_pixel_fraction", "cloud_fraction", "shadow_fraction"):
         assert got[key] == pytest.approx(want[key], abs=1e-12), key
     assert got["cloud_fraction"] > 0 and got["shadow_fraction"] > 0
-    # float32 products against float64 here: ~1e-7.
-    assert got["ndvi_mean"] == pytest.approx(want["ndvi_mean"], abs=1e-6)
-    assert got["ndwi_mean"] == pytest.approx(want["ndwi_mean"], abs=1e-6)
+    # The products store indices in steps of 1e-4 (raster/encoding.py): a scene's value is
+    # within half a step, a median of two scenes' stored values, quantised again, within
+    # one step. Means and percentiles move by at most that (the means, over thousands of
+    # pixels whose rounding errors cancel, by much less).
+    assert got["ndvi_mean"] == pytest.approx(want["ndvi_mean"], abs=1e-4 + 1e-6)
+    assert got["ndwi_mean"] == pytest.approx(want["ndwi_mean"], abs=1e-4 + 1e-6)
     for key in ("ndvi_median", "ndvi_p10", "ndvi_p90"):
-        assert got[key] == pytest.approx(want[key], abs=PCT_TOL + 1e-6), key
+        assert got[key] == pytest.approx(want[key], abs=PCT_TOL + 1e-4 + 1e-6), key
 
 
 def _sources(root: Path, scenes: list[Written]) -> tuple[list[Any], str]:
