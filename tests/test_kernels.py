@@ -9,6 +9,7 @@ and no blue band.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ from geospatial_pipeline.raster.scene import (
     RawScene,
     SceneMeta,
     TransformSettings,
+    median_composite,
     transform_raw,
 )
 from geospatial_pipeline.raster.window import project_geometry
@@ -312,3 +314,22 @@ def test_aoi_mask_equals_gdal_rasterize_on_random_polygons() -> None:
         np.testing.assert_array_equal(ours, gdal, err_msg=f"trial {trial}")
         checked += 1
     assert checked > 30
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3, 4, 5, 8])
+def test_median_composite_equals_numpy_nanmedian(layers: int) -> None:
+    """The compiled median is np.nanmedian bit for bit: odd and even counts of valid
+    values (float32 averaging of the middle pair), NaN where no layer has a value, ties,
+    negative values."""
+    rng = np.random.default_rng(layers)
+    stack = rng.normal(size=(layers, 120, 90)).astype(np.float32)
+    stack[rng.random(stack.shape) < 0.35] = np.nan
+    stack[:, :5] = np.nan  # no layer valid
+    stack[:, 5:8] = np.float32(0.25)  # ties
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices
+        expected = np.nanmedian(stack, axis=0).astype(np.float32)
+    got = median_composite(list(stack))
+    assert got.dtype == np.float32
+    assert np.array_equal(got, expected, equal_nan=True)
+    assert np.isnan(got[:5]).all() and (got[5:8] == np.float32(0.25)).all()

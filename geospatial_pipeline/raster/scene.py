@@ -38,6 +38,7 @@ from geospatial_pipeline.raster.kernels import (
     HIST_BINS,
     N_COUNTS,
     class_flags,
+    nanmedian_layers,
     scene_pass,
 )
 from geospatial_pipeline.raster.kernels import LAYERS as KERNEL_LAYERS
@@ -559,13 +560,11 @@ def median_composite_from_paths(
 
 
 def median_composite(layers: list[np.ndarray]) -> np.ndarray:
-    """Per-pixel median of the valid (non-NaN) values; NaN where no scene is valid."""
+    """Per-pixel median of the valid (non-NaN) values; NaN where no scene is valid
+    (``np.nanmedian`` of the float32 layers, bit for bit)."""
     if not layers:
         raise ValueError("no layers to composite")
-    stack = np.stack(layers)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN pixels -> NaN
-            return np.nanmedian(stack, axis=0).astype(np.float32)
+    stack = np.stack([np.asarray(layer, dtype=np.float32) for layer in layers])
+    out = np.empty(stack.shape[1:], dtype=np.float32)
+    nanmedian_layers(stack, out)
+    return out
