@@ -421,15 +421,14 @@ def valid_fractions(scenes: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     return {f"{p['item_id']}/{p['aoi']}": p["stats"]["valid_pixel_fraction"] for p in scenes}
 
 
-def invalid_cogs(store: ObjectStore, products: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Published layers that fail COG validation, read back from the store (call inside
-    the store's GDAL environment)."""
+def invalid_cogs(store: ObjectStore, keys: Sequence[str]) -> list[str]:
+    """Stored objects among ``keys`` that fail COG validation, read back from the store
+    (call inside the store's GDAL environment)."""
     found = []
-    for product in products:
-        for layer in product["layers"]:
-            result = validate_cog_path(store.gdal_path(layer["key"]))
-            if not result.valid:
-                found.append(f"{layer['key']}: {result.errors}")
+    for key in keys:
+        result = validate_cog_path(store.gdal_path(key))
+        if not result.valid:
+            found.append(f"{key}: {result.errors}")
     return found
 
 
