@@ -98,6 +98,9 @@ def test_read_window_returns_exact_pixels_and_valid_cog(tmp_path) -> None:
         assert ds.transform == data.transform
         np.testing.assert_array_equal(ds.read(1), data.array[0])
         assert ds.nodata == 0
+        # The raw windows' codec (cog.RAW_COMPRESS): ZSTD with the horizontal predictor.
+        assert ds.compression is not None and ds.compression.name == "zstd"
+        assert ds.tags(ns="IMAGE_STRUCTURE").get("PREDICTOR") == "2"
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])

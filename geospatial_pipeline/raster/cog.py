@@ -24,6 +24,12 @@ from geospatial_pipeline.errors import RasterError
 from geospatial_pipeline.raster.window import PixelWindow, aoi_window
 
 COG_BLOCKSIZE = 512
+# The raw band windows' codec: on a 20 km window of a full-size 10 m band (uint16, 2077 px
+# square) ZSTD level 1 with the horizontal predictor is within 1 % of DEFLATE's bytes and
+# encodes 3x, decodes 2.4x faster (benchmarks/README.md, "Raw band windows"); every window
+# is encoded once and decoded by three steps.
+RAW_COMPRESS = "ZSTD"
+RAW_LEVEL = 1
 DEFAULT_RAW_BLOCK_CACHE = 10 * 1024 * 1024  # GDAL's own GDAL_MAX_RAW_BLOCK_CACHE_SIZE
 
 FaultKind = Literal["not_found", "not_raster", "corrupt"]
@@ -122,8 +128,8 @@ def cog_options(
     """GDAL COG creation options for every COG the pipeline writes: 512 px tiles,
     internal overviews (nearest for classes, so none is invented), one thread so the
     output is the same bytes for the same input. ``predictor``: 2 for integers, 3 for
-    floats. ``compress`` and ``level``: the codec (DEFLATE at GDAL's default level for
-    the raw band windows; the products' choice is ``raster.encoding``)."""
+    floats. ``compress`` and ``level``: the codec (the raw band windows':
+    :data:`RAW_COMPRESS`; the products': ``raster.encoding``)."""
     options: dict[str, Any] = {
         "driver": "COG",
         "compress": compress,
@@ -225,7 +231,8 @@ def raw_block_cache_bytes(src: Any, win: PixelWindow) -> int:
 
 
 def encode_cog(data: WindowData, *, categorical: bool = False) -> bytes:
-    """Encode a window as a Cloud-Optimized GeoTIFF (DEFLATE, internal overviews).
+    """Encode a window as a Cloud-Optimized GeoTIFF (ZSTD level 1 with the horizontal
+    predictor, internal overviews).
 
     Categorical rasters (e.g. SCL) get nearest-neighbour overviews so no class is invented.
     The output is deterministic for the same input, which makes unchanged re-runs no-ops.
@@ -241,7 +248,9 @@ def encode_cog(data: WindowData, *, categorical: bool = False) -> bytes:
                 crs=data.crs_wkt,
                 transform=data.transform,
                 nodata=data.nodata,
-                **cog_options(predictor=2, categorical=categorical),
+                **cog_options(
+                    predictor=2, categorical=categorical, compress=RAW_COMPRESS, level=RAW_LEVEL
+                ),
             ) as dst:
                 dst.write(data.array)
             return bytes(mem.read())
