@@ -6,7 +6,7 @@ import contextlib
 import logging
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -172,14 +172,18 @@ def gdal_env(options: Mapping[str, Any], session: Session | None = None) -> Iter
         yield
 
 
-def read_aoi_window(path: str, aoi: BaseGeometry) -> WindowData | None:
+def read_aoi_window(
+    path: str, aoi: BaseGeometry, *, reserve: Callable[[int], None] | None = None
+) -> WindowData | None:
     """Read only the pixels covering ``aoi``: GDAL fetches the header and those tiles.
 
+    ``reserve``, if given, is called with the window's decoded size in bytes once the
+    header is read and before any pixel is, so callers can bound what is in memory.
     Raises SourceFault when the file itself is bad (see there), RasterError otherwise.
     """
     with _watch_transport() as transport:
         try:
-            return _read_aoi_window(path, aoi)
+            return _read_aoi_window(path, aoi, reserve)
         except RasterioError as exc:
             kind = source_fault_kind(exc, transport)
             if kind is not None:
@@ -188,11 +192,15 @@ def read_aoi_window(path: str, aoi: BaseGeometry) -> WindowData | None:
             raise RasterError(f"cannot read window of {path}: {exc}") from exc
 
 
-def _read_aoi_window(path: str, aoi: BaseGeometry) -> WindowData | None:
+def _read_aoi_window(
+    path: str, aoi: BaseGeometry, reserve: Callable[[int], None] | None
+) -> WindowData | None:
     with rasterio.open(path) as src:
         win = aoi_window(aoi, src.crs, src.transform, src.width, src.height)
         if win is None:
             return None
+        if reserve is not None:
+            reserve(win.width * win.height * sum(np.dtype(d).itemsize for d in src.dtypes))
         with rasterio.Env(GDAL_MAX_RAW_BLOCK_CACHE_SIZE=str(raw_block_cache_bytes(src, win))):
             array = src.read(window=win.as_rasterio())
         return WindowData(

@@ -40,6 +40,37 @@ from geospatial_pipeline.storage.object_store import ObjectStore
 COG_CONTENT_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 # Classification rasters: resampling must never invent a class.
 CATEGORICAL_BANDS = frozenset({"scl", "cloud", "snow"})
+# Decoded window bytes the concurrent tasks may hold at once. A task holds its window
+# about three times over while it runs (the decoded pixels, GDAL's raw tiles, the encoded
+# COG), so this bounds the step near 3 x 256 MiB whatever the AOI: 20 km windows of 10 m
+# bands (8.6 MB) still run 8 at a time, 60 km ones (77 MB) 3 at a time, where 8 took the
+# step to 1.8 GB (benchmarks/README.md, "End to end").
+WINDOW_BYTES_IN_FLIGHT = 256 * 1024 * 1024
+
+
+class ByteBudget:
+    """Bytes held by concurrent tasks, at most ``limit`` at once, except that a task is
+    always let through when nothing is held (a window larger than the whole budget runs
+    alone instead of never)."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"a byte budget must be positive, got {limit}")
+        self.limit = limit
+        self.held = 0
+        self.peak = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, n: int) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self.held == 0 or self.held + n <= self.limit)
+            self.held += n
+            self.peak = max(self.peak, self.held)
+
+    def release(self, n: int) -> None:
+        with self._cond:
+            self.held -= n
+            self._cond.notify_all()
 
 
 @dataclass(frozen=True)
@@ -71,6 +102,7 @@ class Extraction:
 
     results: list[BandResult] = field(default_factory=list)
     quarantined: dict[str, list[ItemFault]] = field(default_factory=dict)
+    peak_window_bytes: int = 0  # decoded window bytes held at once, at most
 
     def quarantine(self, faults: Sequence[ItemFault]) -> None:
         for fault in faults:
@@ -189,18 +221,19 @@ def _read(
     aoi: BaseGeometry,
     options: Mapping[str, Any],
     session: Session | None,
+    reserve: Callable[[int], None],
 ) -> WindowData | None:
     path = gdal_path_for_href(task.href)
     try:
         with gdal_env(options, session):
-            return read_aoi_window(path, aoi)
+            return read_aoi_window(path, aoi, reserve=reserve)
     except SourceFault as fault:
         if fault.kind != "corrupt":
             raise
     # A read error can also be a connection dropped mid-tile; a fresh read tells them
     # apart (GDAL keeps no cache of the file between opens, see ObjectStoreResource).
     with gdal_env(options, session):
-        return read_aoi_window(path, aoi)
+        return read_aoi_window(path, aoi, reserve=reserve)
 
 
 def _run_task(
@@ -210,10 +243,36 @@ def _run_task(
     options: Mapping[str, Any],
     session: Session | None,
     quarantined: Callable[[str], bool] = lambda item_id: False,
+    budget: ByteBudget | None = None,
 ) -> BandResult | None:
-    """Cut and publish one window; None when its item was quarantined meanwhile."""
+    """Cut and publish one window; None when its item was quarantined meanwhile. The
+    window's bytes are held in ``budget`` from its header until it is published."""
+    held = 0
+
+    def reserve(n: int) -> None:
+        nonlocal held
+        if budget is not None and not held:  # once: a retried read reuses it
+            budget.acquire(n)
+            held = n
+
+    try:
+        return _cut_and_publish(task, aoi, store, options, session, quarantined, reserve)
+    finally:
+        if budget is not None and held:
+            budget.release(held)
+
+
+def _cut_and_publish(
+    task: BandTask,
+    aoi: BaseGeometry,
+    store: ObjectStore,
+    options: Mapping[str, Any],
+    session: Session | None,
+    quarantined: Callable[[str], bool],
+    reserve: Callable[[int], None],
+) -> BandResult | None:
     start = time.perf_counter()
-    data = _read(task, aoi, options, session)
+    data = _read(task, aoi, options, session, reserve)
     read_s = time.perf_counter() - start
     if data is None:
         return BandResult(task, None, None, 0, None, False, None, None, None, read_s)
@@ -253,8 +312,11 @@ def extract_band_windows(
     gdal_options: Mapping[str, Any],
     session: Session | None = None,
     max_workers: int = 8,
+    window_bytes_in_flight: int = WINDOW_BYTES_IN_FLIGHT,
 ) -> Extraction:
-    """Run every task; quarantine the items with a data fault, keep the others.
+    """Run every task, ``max_workers`` at a time and with at most
+    ``window_bytes_in_flight`` decoded window bytes held at once; quarantine the items
+    with a data fault, keep the others.
 
     A systemic failure cancels the queued tasks and raises once the running ones finish.
     """
@@ -263,13 +325,14 @@ def extract_band_windows(
         return out
     failed: dict[str, list[ItemFault]] = defaultdict(list)
     lock = threading.Lock()
+    budget = ByteBudget(window_bytes_in_flight)
 
     def run(task: BandTask) -> BandResult | None:
         # Every task is read even once its item failed: which faults are listed must not
         # depend on which thread came first, or a re-run would rewrite the manifest.
         try:
             return _run_task(
-                task, aois[task.aoi], store, gdal_options, session, failed.__contains__
+                task, aois[task.aoi], store, gdal_options, session, failed.__contains__, budget
             )
         except SourceFault as fault:
             with lock:
@@ -287,6 +350,7 @@ def extract_band_windows(
                 future.cancel()
             raise
     out.results = [r for r in done if r is not None]
+    out.peak_window_bytes = budget.peak
     for faults in failed.values():
         out.quarantine(faults)
     return out
