@@ -51,6 +51,7 @@ from geospatial_pipeline.partitions import BACKFILL_POLICY, PARTITIONS
 from geospatial_pipeline.raster.cog import gdal_env
 from geospatial_pipeline.raster.extract import landed_by_aoi
 from geospatial_pipeline.raster.grid import aoi_grid
+from geospatial_pipeline.raster.scene import RawScene, read_ahead, whole_inputs
 from geospatial_pipeline.resources.maps import MapsResource
 from geospatial_pipeline.resources.stac import StacSearchResource
 from geospatial_pipeline.resources.storage import ObjectStoreResource
@@ -163,7 +164,15 @@ def _scene_products_of(
     ) as ctx:
         s = ctx.settings
         grid = aoi_grid(aoi.shape, s.resolution, s.crs, s.anchor)
-        for item_id in item_ids:
+
+        def read(item_id: str) -> RawScene | None:
+            # GDAL settings are per thread: the reader enters the store's own.
+            with gdal_env(object_store.gdal_options(), object_store.gdal_session()):
+                return whole_inputs(band_paths.get(item_id, {}), grid, ctx.block_pixels)
+
+        # The next scene's windows are fetched and decoded while this one is transformed,
+        # encoded and published (at most two scenes' inputs in memory).
+        for item_id, inputs in read_ahead(item_ids, read):
             products.append(
                 publish.publish_scene(
                     ctx,
@@ -173,8 +182,10 @@ def _scene_products_of(
                     raw=items[item_id],
                     band_paths=band_paths.get(item_id, {}),
                     source=publish.source_href(stac.api_url, collection, items[item_id]),
+                    inputs=inputs,
                 )
             )
+            del inputs
     key = scene_products_manifest_key(collection, part)
     publish.write_manifest(store, key, part, collection, products)
     layers = [e for p in products for e in p["layers"]]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import rasterio
@@ -53,6 +54,9 @@ from geospatial_pipeline.raster.reflectance import (
     decide_from_evidence,
     metadata_offset_present,
 )
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 REFLECTANCE_BANDS = ("red", "green", "blue", "nir")
 REQUIRED_BANDS = ("red", "green", "nir", "scl")
@@ -135,6 +139,31 @@ def read_scene(band_paths: Mapping[str, str], grid: Grid, *, whole: bool = True)
         except rasterio.errors.RasterioError as exc:
             raise RasterError(f"cannot read {path}: {exc}") from exc
     return raw
+
+
+def whole_inputs(band_paths: Mapping[str, str], grid: Grid, block_pixels: int) -> RawScene | None:
+    """The decoded inputs :func:`scene_products` transforms as whole arrays, or None for a
+    grid it processes strip by strip (it then reads each strip itself)."""
+    if grid.width * grid.height > block_pixels:
+        return None
+    return read_scene(band_paths, grid)
+
+
+def read_ahead(keys: Sequence[K], read: Callable[[K], V]) -> Iterator[tuple[K, V]]:
+    """``(key, read(key))`` in order, reading the next key in a background thread while the
+    caller works on the current one: I/O and decoding of one scene overlap the transform
+    and encoding of the previous. At most two results exist at once (the one handed out
+    and the one being read). An exception of ``read`` is raised at its key."""
+    if not keys:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as reader:
+        pending = reader.submit(read, keys[0])
+        for i, key in enumerate(keys):
+            value = pending.result()
+            if i + 1 < len(keys):
+                pending = reader.submit(read, keys[i + 1])
+            yield key, value
+            del value  # only the caller holds it now
 
 
 def window_under(src: Any, grid: Grid) -> Window:
@@ -372,10 +401,12 @@ def scene_products(
     layers: tuple[str, ...],
     block_pixels: int,
     workdir: Path,
+    raw: RawScene | None = None,
 ) -> SceneProducts:
     """One scene's ``layers`` as COGs: as whole arrays encoded in memory, or, for grids of
     more than ``block_pixels`` pixels, strip by strip through files in ``workdir``
-    (:func:`transform_scene_blocked`: memory bounded by one strip)."""
+    (:func:`transform_scene_blocked`: memory bounded by one strip). ``raw``: the whole
+    grid's inputs already decoded (:func:`whole_inputs`), else they are read here."""
     if grid.width * grid.height > block_pixels:
         blocked = transform_scene_blocked(
             band_paths,
@@ -388,7 +419,10 @@ def scene_products(
         )
         encoded: EncodedLayers = {n: (blocked.cogs[n], blocked.ranges[n]) for n in layers}
         return SceneProducts(blocked.decision, blocked.stats, encoded)
-    scene = transform_scene(band_paths, aoi, grid, meta, settings)
+    if raw is None:
+        raw = read_scene(band_paths, grid)
+    scene = transform_raw(raw, aoi, grid, meta, settings)
+    del raw  # the inputs are not needed while the layers are encoded
     encoded = {}
     for n in layers:
         stored = encoding.quantise(scene.layers[n])

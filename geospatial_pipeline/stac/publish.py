@@ -36,6 +36,7 @@ from geospatial_pipeline.raster.grid import Grid
 from geospatial_pipeline.raster.quicklook import PNG_CONTENT_TYPE, ndvi_png, true_colour_png
 from geospatial_pipeline.raster.scene import (
     EncodedLayers,
+    RawScene,
     TransformSettings,
     median_composite_from_paths,
     scene_meta,
@@ -238,8 +239,10 @@ def publish_scene(
     raw: Mapping[str, Any],
     band_paths: Mapping[str, str],
     source: str,
+    inputs: RawScene | None = None,
 ) -> dict[str, Any]:
-    """One scene x AOI: analysis-ready layers as COGs plus their STAC item."""
+    """One scene x AOI: analysis-ready layers as COGs plus their STAC item. ``inputs``: the
+    scene's decoded band windows when already read (:func:`raster.scene.whole_inputs`)."""
     item_id = str(raw["id"])
     directory = product_dir(ctx.collection, ctx.part, item_id)
     scene = scene_products(
@@ -251,6 +254,7 @@ def publish_scene(
         layers=PRODUCT_LAYERS,
         block_pixels=ctx.block_pixels,
         workdir=ctx.workdir,
+        raw=inputs,
     )
     objects, entries, changed = publish_layers(ctx.store, directory, scene.layers)
     pictures, picture_entries, pictures_changed = publish_quicklooks(
