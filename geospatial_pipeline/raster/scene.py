@@ -121,23 +121,38 @@ class RawScene:
 def read_scene(band_paths: Mapping[str, str], grid: Grid, *, whole: bool = True) -> RawScene:
     """Decode the bands :func:`transform_raw` needs: each whole file, or, for a strip of a
     larger grid, only the window under it (plus a margin for the resampling kernel)."""
+    with contextlib.ExitStack() as stack:
+        return read_open_scene(open_bands(band_paths, stack), grid, whole=whole)
+
+
+def open_bands(band_paths: Mapping[str, str], stack: contextlib.ExitStack[Any]) -> dict[str, Any]:
+    """The bands :func:`transform_raw` needs, opened (closed by ``stack``)."""
     missing = [b for b in REQUIRED_BANDS if b not in band_paths]
     if missing:
         raise RasterError(f"cannot transform: band object(s) {missing} missing")
-    raw = RawScene({}, {}, {}, {})
+    sources = {}
     for band in (b for b in (*REFLECTANCE_BANDS, "scl") if b in band_paths):
-        path = band_paths[band]
         try:
-            with rasterio.open(path) as src:
-                window = None if whole else window_under(src, grid)
-                raw.arrays[band] = src.read(1, window=window)
-                raw.transforms[band] = (
-                    src.transform if window is None else src.window_transform(window)
-                )
-                raw.crs[band] = src.crs
-                raw.nodata[band] = src.nodata
+            sources[band] = stack.enter_context(rasterio.open(band_paths[band]))
         except rasterio.errors.RasterioError as exc:
-            raise RasterError(f"cannot read {path}: {exc}") from exc
+            raise RasterError(f"cannot read {band_paths[band]}: {exc}") from exc
+    return sources
+
+
+def read_open_scene(sources: Mapping[str, Any], grid: Grid, *, whole: bool = True) -> RawScene:
+    """:func:`read_scene` from bands already open (:func:`open_bands`): the strips of a
+    large grid reuse the open files, their headers and GDAL's cache of decoded tiles
+    instead of opening every band again for every strip."""
+    raw = RawScene({}, {}, {}, {})
+    for band, src in sources.items():
+        try:
+            window = None if whole else window_under(src, grid)
+            raw.arrays[band] = src.read(1, window=window)
+            raw.transforms[band] = src.transform if window is None else src.window_transform(window)
+            raw.crs[band] = src.crs
+            raw.nodata[band] = src.nodata
+        except rasterio.errors.RasterioError as exc:
+            raise RasterError(f"cannot read {src.name}: {exc}") from exc
     return raw
 
 
@@ -471,8 +486,23 @@ def transform_scene_blocked(
     and nothing grid-sized is held in memory."""
     evidence = OffsetEvidence()
     strips = block_grids(grid, block_rows)
+    with contextlib.ExitStack() as inputs:
+        sources = open_bands(band_paths, inputs)
+        return _blocked(sources, aoi, grid, meta, settings, strips, workdir, evidence)
+
+
+def _blocked(
+    sources: Mapping[str, Any],
+    aoi: BaseGeometry,
+    grid: Grid,
+    meta: SceneMeta,
+    settings: TransformSettings,
+    strips: list[tuple[int, Grid]],
+    workdir: Path,
+    evidence: OffsetEvidence,
+) -> BlockedScene:
     for _, sub in strips:
-        kernel = _Kernel(read_scene(band_paths, sub, whole=False), aoi, sub, settings)
+        kernel = _Kernel(read_open_scene(sources, sub, whole=False), aoi, sub, settings)
         valid = np.empty(sub.shape, dtype=bool)
         kernel.run(0, meta.scale, write=False, evidence=evidence, out=_NO_OUT, valid=valid)
         del kernel, valid
@@ -485,7 +515,7 @@ def transform_scene_blocked(
     with contextlib.ExitStack() as stack:
         sinks: dict[str, Any] = {}
         for row, sub in strips:
-            kernel = _Kernel(read_scene(band_paths, sub, whole=False), aoi, sub, settings)
+            kernel = _Kernel(read_open_scene(sources, sub, whole=False), aoi, sub, settings)
             out, valid = kernel.new_outputs()
             totals += kernel.run(
                 decision.offset_dn, meta.scale, write=True, evidence=None, out=out, valid=valid
