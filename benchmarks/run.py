@@ -14,9 +14,10 @@ ideal bytes, against a real S3 server.
    freshly forked process (cold GDAL caches, new connections), the readers rotating.
 4. Transform benchmark (``benchmarks/transform.py``): ``transform_raw`` on a 20 km AOI
    at 10 m against a memory-bandwidth bound (decode timed apart), and its peak RSS.
-5. Dagster overhead (``benchmarks/dagster_overhead.py``): a backfill of one AOI over 30
-   sample days through ``dagster dev`` as the UI launches it, grouped as configured and
-   one run per partition; share of wall time outside the step bodies.
+5. Dagster overhead (``benchmarks/dagster_overhead.py``, only with ``--overhead-days N``):
+   a backfill of one AOI over N sample days through ``dagster dev`` as the UI launches
+   it, grouped as configured and one run per partition; share of wall time outside the
+   step bodies. The realistic backfill (11) measures the same share on full-size data.
 6. Request sensor (``benchmarks/request_sensor.py``, in its own process): the tick that
    accepts a 30-day request for a new AOI among 500 registered ones, and an idle tick.
 7. Metadata weight (``benchmarks/metadata_weight.py``, in its own process): the size of the
@@ -25,9 +26,15 @@ ideal bytes, against a real S3 server.
 8. Publication cost (``benchmarks/publish_cost.py``, in its own process):
    ``publish_partition`` with 0, 1 000 and 10 000 other items in the pgstac collection.
 9. Product encoding (``benchmarks/encoding.py --only candidates``, in its own process):
-   today's storage of the six product layers against the recommended one (the whole
+   the products' storage of the six product layers against the former one (the whole
    grid of options: ``python -m benchmarks.encoding``).
-10. Print the tables and, as the last line, one JSON object.
+10. End to end (``benchmarks/e2e.py``, in its own process): one (date, AOI) partition of 4
+   full-size scenes over 20 km through every asset, against its lower bound and the
+   odc-stac script a team would write; 1, 2, 4 and 8 scenes; a 60 km AOI's peak RSS.
+11. Backfills through the local daemon (``benchmarks/backfill.py``, in its own process): 50
+   AOI-day partitions (``backfill_overhead_share``) and a year of one 20 km AOI
+   (``year_backfill_min``), on the realistic data.
+12. Print the tables and, as the last line, one JSON object.
 """
 
 from __future__ import annotations
@@ -509,8 +516,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--overhead-days",
         type=int,
-        default=overhead_bench.DAYS,
-        help="days in the Dagster overhead backfill (0 skips that part)",
+        default=0,
+        help=f"days in the sample-data Dagster overhead backfill (0, the default, skips it; "
+        f"it used to run {overhead_bench.DAYS}: the realistic backfill part supersedes it)",
+    )
+    parser.add_argument(
+        "--e2e-repetitions",
+        type=int,
+        default=5,
+        help="cold repetitions of the end-to-end partition (0 skips the end-to-end part)",
+    )
+    parser.add_argument(
+        "--e2e-scaling",
+        default="1,2,4,8",
+        help="scene counts of the scaling runs (comma separated; empty skips them)",
+    )
+    parser.add_argument("--no-60km", action="store_true", help="skip the 60 km AOI run")
+    parser.add_argument("--no-backfill", action="store_true", help="skip the 50 AOI-day backfill")
+    parser.add_argument(
+        "--year-days",
+        type=int,
+        default=365,
+        help="days of the one-AOI year backfill (0 skips it)",
     )
     parser.add_argument(
         "--request-sensor-aois",
@@ -543,10 +570,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repetitions < 1 or args.transform_repetitions < 1:
         parser.error("--repetitions and --transform-repetitions must be >= 1")
-    if args.overhead_days < 0 or args.request_sensor_aois < 0 or args.publish_repetitions < 0:
-        parser.error(
-            "--overhead-days, --request-sensor-aois and --publish-repetitions must be >= 0"
-        )
+    counts = ("overhead_days", "request_sensor_aois", "publish_repetitions", "e2e_repetitions")
+    negative = [f"--{n.replace('_', '-')}" for n in (*counts, "year_days") if getattr(args, n) < 0]
+    if negative:
+        parser.error(f"{', '.join(negative)} must be >= 0")
 
     if not data.COG_DIR.is_dir() or not data.ITEM_PATH.is_file():
         print(f"shared data not found under {data.SHARED_DATA}", file=sys.stderr)
@@ -573,14 +600,29 @@ def main(argv: list[str] | None = None) -> int:
         # publish_partition_s, publish_vs_transform, publish_refresh_*_s, ... per size
         summary.update(publish_bench.run_in_subprocess(args.publish_repetitions))
     if not args.no_encoding:
-        # encode_mb_per_s (the recommended storage), encode_current_*, encode_default_*, ...
+        # encode_mb_per_s (the products' storage), encode_former_*, encode_default_*, ...
         summary.update(encoding_in_subprocess())
+    if args.e2e_repetitions:
+        # e2e_s, e2e_steps_s, e2e_vs_lower_bound, e2e_vs_peer, scaling_exponent,
+        # peak_rss_mb, peak_rss_60km_mb, ...
+        e2e_args = ["--repetitions", str(args.e2e_repetitions), "--scaling", args.e2e_scaling]
+        summary.update(
+            data.run_json_module("benchmarks.e2e", *e2e_args, *(["--no-60km"] * args.no_60km))
+        )
+    if not args.no_backfill or args.year_days:
+        # backfill_overhead_share, backfill_wall_s, ..., year_backfill_min, year_*
+        backfill_args = ["--year-days", str(args.year_days)] if args.year_days else ["--no-year"]
+        summary.update(
+            data.run_json_module(
+                "benchmarks.backfill", *backfill_args, *(["--no-backfill"] * args.no_backfill)
+            )
+        )
     print(json.dumps(summary, separators=(",", ":")))
     return 0
 
 
 def encoding_in_subprocess() -> dict[str, Any]:
-    """``benchmarks.encoding`` on today's and the recommended storage, in a fresh
+    """``benchmarks.encoding`` on the products' storage and the former one, in a fresh
     interpreter, as the other benchmarks that import the pipeline."""
     return data.run_json_module("benchmarks.encoding", "--only", "candidates", "--no-wait")
 
