@@ -296,12 +296,18 @@ def job_asset_keys(url: str) -> list[list[str]]:
 def launch_asset_backfill(url: str, days: Sequence[str]) -> str:
     """The asset graph's "Materialize selected -> backfill" of the AOI over ``days``:
     ``launchPartitionBackfill``."""
+    return launch_partitions_backfill(url, [partition_name(day) for day in days])
+
+
+def launch_partitions_backfill(url: str, partition_keys: Sequence[str]) -> str:
+    """The asset graph's "Materialize selected -> backfill" of the job's partitioned assets
+    over ``partition_keys`` (``aoi|date``): ``launchPartitionBackfill``."""
     mutation = """mutation($p: LaunchBackfillParams!) {
         launchPartitionBackfill(backfillParams: $p) {
             __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message }
             ... on PartitionKeysNotFoundError { message } } }"""
     params = {
-        "partitionNames": [partition_name(day) for day in days],
+        "partitionNames": list(partition_keys),
         "assetSelection": [{"path": path} for path in job_asset_keys(url)],
         "fromFailure": False,
     }
@@ -371,26 +377,31 @@ def wait_for_runs(instance: Any, run_filter: Any, done: Any, timeout_s: float) -
     raise TimeoutError(f"runs not finished within {timeout_s:.0f}s")
 
 
-def measure(instance: Any, records: list[Any], submitted: float) -> dict[str, Any]:
-    """Wall time from submission to the last run's end, and the steps' share of it."""
+def step_intervals(instance: Any, run_id: str) -> list[tuple[str, float, float]]:
+    """(step key, STEP_START, STEP_SUCCESS) of each step of the run that succeeded."""
     from dagster import DagsterEventType
 
+    starts: dict[str, float] = {}
+    out = []
+    for entry in instance.all_logs(
+        run_id, of_type={DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS}
+    ):
+        event = entry.dagster_event
+        if event.event_type == DagsterEventType.STEP_START:
+            starts[event.step_key] = entry.timestamp
+        else:
+            out.append((event.step_key, starts.pop(event.step_key), entry.timestamp))
+    return out
+
+
+def measure(instance: Any, records: list[Any], submitted: float) -> dict[str, Any]:
+    """Wall time from submission to the last run's end, and the steps' share of it."""
     intervals: list[tuple[float, float]] = []
     in_run: list[float] = []
     for record in records:
-        starts: dict[str, float] = {}
-        run_body = 0.0
-        for entry in instance.all_logs(
-            record.dagster_run.run_id,
-            of_type={DagsterEventType.STEP_START, DagsterEventType.STEP_SUCCESS},
-        ):
-            event = entry.dagster_event
-            if event.event_type == DagsterEventType.STEP_START:
-                starts[event.step_key] = entry.timestamp
-            else:
-                begin = starts.pop(event.step_key)
-                intervals.append((begin, entry.timestamp))
-                run_body += entry.timestamp - begin
+        steps = step_intervals(instance, record.dagster_run.run_id)
+        intervals += [(begin, end) for _, begin, end in steps]
+        run_body = sum(end - begin for _, begin, end in steps)
         in_run.append(record.end_time - record.start_time - run_body)
     wall = max(r.end_time for r in records) - submitted
     body = _union_seconds(intervals)
