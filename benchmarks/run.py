@@ -602,6 +602,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_encoding:
         # encode_mb_per_s (the products' storage), encode_former_*, encode_default_*, ...
         summary.update(encoding_in_subprocess())
+        # raw_windows_bytes_vs_deflate, raw_windows_encode_speedup, ..._decode_speedup
+        summary.update(data.run_json_module("benchmarks.raw_windows"))
     if args.e2e_repetitions:
         # e2e_s, e2e_steps_s, e2e_vs_lower_bound, e2e_vs_peer, scaling_exponent,
         # peak_rss_mb, peak_rss_60km_mb, ...
