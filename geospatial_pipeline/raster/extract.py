@@ -42,10 +42,10 @@ COG_CONTENT_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 CATEGORICAL_BANDS = frozenset({"scl", "cloud", "snow"})
 # Decoded window bytes the concurrent tasks may hold at once. A task holds its window
 # about three times over while it runs (the decoded pixels, GDAL's raw tiles, the encoded
-# COG), so this bounds the step near 3 x 256 MiB whatever the AOI: 20 km windows of 10 m
-# bands (8.6 MB) still run 8 at a time, 60 km ones (77 MB) 3 at a time, where 8 took the
-# step to 1.8 GB (benchmarks/README.md, "End to end").
-WINDOW_BYTES_IN_FLIGHT = 256 * 1024 * 1024
+# COG), so this bounds the step near 3 x 160 MiB whatever the AOI: 20 km windows of 10 m
+# bands (8.6 MB) still run 8 at a time, 60 km ones (77 MB) 2 at a time, where 8 took the
+# process to 1.8 GB (benchmarks/README.md, "End to end").
+WINDOW_BYTES_IN_FLIGHT = 160 * 1024 * 1024
 
 
 class ByteBudget:
