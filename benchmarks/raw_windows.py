@@ -6,8 +6,8 @@ a JSON object). See the "Raw band windows" section of benchmarks/README.md.
 The five band windows of one full-size scene of the realistic data (S2A_30TYN_20240615,
 ``benchmarks/realistic.py``) under the 20 km AOI of the window-read benchmark's centre
 (2077 x 2070 px at 10 m, SCL 1039 x 1035 px at 20 m), read once with ``read_aoi_window``,
-then encoded with ``encode_cog``'s writer (``cog_options``: 512-px tiles, overviews,
-predictor 2, one thread) under each codec, and decoded back from the bytes. Median of N,
+then encoded with ``encode_cog`` (``cog_options``: 512-px tiles, overviews, predictor
+2, one thread) under each codec, and decoded back from the bytes. Median of N,
 options interleaved per repetition, one process, ``GDAL_CACHEMAX`` 256 MB. Checked: every
 output a valid COG, decoded equal to the window, the same bytes in every repetition.
 """
@@ -31,7 +31,7 @@ from geospatial_pipeline.raster.cog import (
     RAW_COMPRESS,
     RAW_LEVEL,
     WindowData,
-    cog_options,
+    encode_cog,
     read_aoi_window,
     validate_cog_bytes,
 )
@@ -44,23 +44,7 @@ DEFAULT = f"{RAW_COMPRESS}-{RAW_LEVEL}"
 
 
 def encode(window: WindowData, band: str, compress: str, level: int | None) -> bytes:
-    bands, height, width = window.array.shape
-    options = cog_options(
-        predictor=2, categorical=band in CATEGORICAL_BANDS, compress=compress, level=level
-    )
-    with MemoryFile() as mem:
-        with mem.open(
-            width=width,
-            height=height,
-            count=bands,
-            dtype=window.array.dtype,
-            crs=window.crs_wkt,
-            transform=window.transform,
-            nodata=window.nodata,
-            **options,
-        ) as dst:
-            dst.write(window.array)
-        return bytes(mem.read())
+    return encode_cog(window, categorical=band in CATEGORICAL_BANDS, compress=compress, level=level)
 
 
 def decode(blob: bytes) -> np.ndarray:

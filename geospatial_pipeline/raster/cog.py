@@ -238,9 +238,15 @@ def raw_block_cache_bytes(src: Any, win: PixelWindow) -> int:
     return max(needed, configured, DEFAULT_RAW_BLOCK_CACHE)
 
 
-def encode_cog(data: WindowData, *, categorical: bool = False) -> bytes:
-    """Encode a window as a Cloud-Optimized GeoTIFF (ZSTD level 1 with the horizontal
-    predictor, internal overviews).
+def encode_cog(
+    data: WindowData,
+    *,
+    categorical: bool = False,
+    compress: str = RAW_COMPRESS,
+    level: int | None = RAW_LEVEL,
+) -> bytes:
+    """Encode a window as a Cloud-Optimized GeoTIFF (by default ZSTD level 1 with the
+    horizontal predictor, internal overviews; ``compress``/``level`` for benchmarks).
 
     Categorical rasters (e.g. SCL) get nearest-neighbour overviews so no class is invented.
     The output is deterministic for the same input, which makes unchanged re-runs no-ops.
@@ -256,9 +262,7 @@ def encode_cog(data: WindowData, *, categorical: bool = False) -> bytes:
                 crs=data.crs_wkt,
                 transform=data.transform,
                 nodata=data.nodata,
-                **cog_options(
-                    predictor=2, categorical=categorical, compress=RAW_COMPRESS, level=RAW_LEVEL
-                ),
+                **cog_options(predictor=2, categorical=categorical, compress=compress, level=level),
             ) as dst:
                 dst.write(data.array)
             return bytes(mem.read())
