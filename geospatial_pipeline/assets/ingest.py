@@ -24,11 +24,12 @@ from geospatial_pipeline.layout import Partition, band_key, items_key, manifest_
 from geospatial_pipeline.location import STORAGE_KIND
 from geospatial_pipeline.ondemand import registry
 from geospatial_pipeline.partitions import BACKFILL_POLICY, PARTITIONS
-from geospatial_pipeline.raster.cog import gdal_env, validate_cog_path
+from geospatial_pipeline.raster.cog import gdal_env
 from geospatial_pipeline.raster.extract import extract_band_windows, plan_band_tasks
 from geospatial_pipeline.resources.stac import ScopeResource, StacSearchResource
 from geospatial_pipeline.resources.storage import ObjectStoreResource
 from geospatial_pipeline.stac.itemcollection import dumps, from_item_collection, to_item_collection
+from geospatial_pipeline.stac.publish import invalid_cogs
 from geospatial_pipeline.stac.search import DayItems
 from geospatial_pipeline.storage.verify import MISSING, changed_since_published
 
@@ -239,10 +240,7 @@ def _cut_windows(
     changed = changed_since_published(store, [e for e in manifest["objects"] if e["key"]])
     failures = [f"{key}: {why}" for key, why in sorted(changed.items())]
     with gdal_env(options, session):
-        for key in sorted(k for k, why in changed.items() if why != MISSING):
-            check = validate_cog_path(store.gdal_path(key))
-            if not check.valid:
-                failures.append(f"{key}: {'; '.join(check.errors)}")
+        failures += invalid_cogs(store, sorted(k for k, why in changed.items() if why != MISSING))
     written = [r for r in results if r.key]
     return PartitionOutcome(
         metadata={

@@ -159,9 +159,14 @@ def read_open_scene(sources: Mapping[str, Any], grid: Grid, *, whole: bool = Tru
 def whole_inputs(band_paths: Mapping[str, str], grid: Grid, block_pixels: int) -> RawScene | None:
     """The decoded inputs :func:`scene_products` transforms as whole arrays, or None for a
     grid it processes strip by strip (it then reads each strip itself)."""
-    if grid.width * grid.height > block_pixels:
+    if in_strips(grid, block_pixels):
         return None
     return read_scene(band_paths, grid)
+
+
+def in_strips(grid: Grid, block_pixels: int) -> bool:
+    """Whether :func:`scene_products` processes ``grid`` strip by strip."""
+    return grid.width * grid.height > block_pixels
 
 
 def read_ahead(keys: Sequence[K], read: Callable[[K], V]) -> Iterator[tuple[K, V]]:
@@ -422,7 +427,7 @@ def scene_products(
     more than ``block_pixels`` pixels, strip by strip through files in ``workdir``
     (:func:`transform_scene_blocked`: memory bounded by one strip). ``raw``: the whole
     grid's inputs already decoded (:func:`whole_inputs`), else they are read here."""
-    if grid.width * grid.height > block_pixels:
+    if in_strips(grid, block_pixels):
         blocked = transform_scene_blocked(
             band_paths,
             aoi,
